@@ -1,0 +1,186 @@
+"""Named attachment sites: the contract between architectures and regularizers.
+
+A regularizer never edits an architecture. It asks for the *sites* of a network and
+registers a feature transform on some of them. Every architecture supported by the
+framework provides a site spec (a function ``net -> ArchSites``) registered with
+:func:`register_sites`; the spec lives next to the arch (``*_arch.py``), not inside
+the arch class, so basicsr's own classes work unchanged.
+
+Site names (shallow to deep):
+
+* ``blocks.<i>``           output of the i-th body block (residual block, RRDB, RSTB, group);
+* ``blocks.<i>.conv.<j>``  output of the j-th convolution inside block i;
+* ``last_conv_input``      the input of the final convolution (Kong et al.'s dropout position).
+
+A feature transform always sees an NCHW tensor. For token layouts (SwinIR's
+``(B, H*W, C)`` with ``x_size=(H, W)`` passed as the second positional argument) the
+site reshapes to NCHW and back, so a "channel" of a token tensor is one embedding
+dimension across all tokens of the image.
+"""
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+BLOCK, CONV, LAST_CONV_INPUT = 'block', 'conv', 'last_conv_input'
+
+_SITE_SPECS: Dict[type, Callable[[nn.Module], 'ArchSites']] = {}
+
+
+def register_sites(*arch_classes):
+    """Decorator registering ``fn(net) -> ArchSites`` for the given architecture classes."""
+
+    def deco(fn):
+        for cls in arch_classes:
+            _SITE_SPECS[cls] = fn
+        return fn
+
+    return deco
+
+
+def tokens_to_nchw(tokens, x_size):
+    b, _, c = tokens.shape
+    h, w = x_size
+    return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+def nchw_to_tokens(x):
+    return x.flatten(2).transpose(1, 2)
+
+
+@dataclass(eq=False)
+class Site:
+    """One named place of a network where a feature can be read or transformed."""
+    name: str
+    module: nn.Module
+    kind: str
+    index: int  # position in the global shallow-to-deep order of its kind
+    layout: str = 'nchw'  # 'nchw' or 'tokens'
+    block: Optional[int] = None  # index of the enclosing body block, if any
+
+    def register_transform(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        """Apply ``fn(feature_nchw) -> feature_nchw`` to this site's feature on every forward.
+
+        Returns a handle with ``.remove()``.
+        """
+        if self.kind == LAST_CONV_INPUT:
+
+            def pre_hook(module, args):
+                return (self._apply(fn, args[0], args), ) + tuple(args[1:])
+
+            return self.module.register_forward_pre_hook(pre_hook)
+
+        def hook(module, args, output):
+            return self._apply(fn, output, args)
+
+        return self.module.register_forward_hook(hook)
+
+    def _apply(self, fn, feat, args):
+        if self.layout == 'tokens':
+            return nchw_to_tokens(fn(tokens_to_nchw(feat, args[1])))
+        return fn(feat)
+
+    def num_channels(self) -> int:
+        """Channels of the feature at this site (read from the weights, no forward needed)."""
+        return _site_channels(self)
+
+
+def _site_channels(site):
+    m = site.module
+    if site.kind == LAST_CONV_INPUT:
+        return m.in_channels
+    if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+        return m.out_channels
+    # a block: the channels of its last conv, or of the last Linear for token blocks
+    last = None
+    for sub in m.modules():
+        if isinstance(sub, nn.Conv2d):
+            last = sub.out_channels
+    if last is None:
+        raise ValueError(f'cannot infer the channels of site {site.name}')
+    return last
+
+
+@dataclass(eq=False)
+class ArchSites:
+    """All sites of one network instance."""
+    arch: str
+    blocks: List[Site]
+    block_convs: List[List[Site]]
+    last_conv_input: Site
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def convs(self) -> List[Site]:
+        return [s for convs in self.block_convs for s in convs]
+
+    def all(self) -> List[Site]:
+        out = []
+        for block, convs in zip(self.blocks, self.block_convs):
+            out.extend(convs)
+            out.append(block)
+        out.append(self.last_conv_input)
+        return out
+
+    def names(self) -> List[str]:
+        return [s.name for s in self.all()]
+
+    def __getitem__(self, name) -> Site:
+        for s in self.all():
+            if s.name == name:
+                return s
+        raise KeyError(f'{self.arch} has no site {name!r}; sites are: {describe_names(self.names())}')
+
+    def select(self, pattern: str) -> List[Site]:
+        """Sites matching a glob pattern (``blocks.*``, ``blocks.*.conv.0``, ``last_conv_input``), shallow first."""
+        matched = [s for s in self.all() if fnmatch.fnmatchcase(s.name, pattern)]
+        if not matched:
+            raise KeyError(f'{self.arch} has no site matching {pattern!r}; sites are: {describe_names(self.names())}')
+        return matched
+
+
+def describe_names(names):
+    """Compact listing: 'blocks.0..15, blocks.0..15.conv.0..1, last_conv_input'."""
+    blocks = [n for n in names if n.startswith('blocks.') and n.count('.') == 1]
+    convs = sorted({n.split('.', 2)[2] for n in names if '.conv.' in n})
+    parts = []
+    if blocks:
+        parts.append(f'blocks.0..{len(blocks) - 1}')
+    if convs:
+        js = sorted(int(c.split('.')[1]) for c in convs)
+        parts.append(f'blocks.<i>.conv.{js[0]}..{js[-1]}')
+    parts.extend(n for n in names if not n.startswith('blocks.'))
+    return ', '.join(parts)
+
+
+def build_sites(arch_name, blocks, block_convs, last_conv, layout='nchw', **extra) -> ArchSites:
+    """Assemble ArchSites from modules: blocks (shallow first), the convs of each block, the last conv."""
+    block_sites, conv_sites = [], []
+    conv_index = 0
+    for i, (block, convs) in enumerate(zip(blocks, block_convs)):
+        block_sites.append(Site(f'blocks.{i}', block, BLOCK, i, layout=layout, block=i))
+        row = []
+        for j, conv in enumerate(convs):
+            row.append(Site(f'blocks.{i}.conv.{j}', conv, CONV, conv_index, layout='nchw', block=i))
+            conv_index += 1
+        conv_sites.append(row)
+    last = Site(LAST_CONV_INPUT, last_conv, LAST_CONV_INPUT, 0)
+    return ArchSites(arch_name, block_sites, conv_sites, last, dict(extra))
+
+
+def get_sites(net: nn.Module) -> ArchSites:
+    """The sites of ``net`` (unwrapping DataParallel/DDP)."""
+    net = getattr(net, 'module', net)
+    for cls in type(net).__mro__:
+        if cls in _SITE_SPECS:
+            return _SITE_SPECS[cls](net)
+    supported = ', '.join(sorted(c.__name__ for c in _SITE_SPECS))
+    raise TypeError(f'architecture {type(net).__name__} declares no regularizer sites; '
+                    f'architectures with sites: {supported}')
+
+
+def has_sites(net: nn.Module) -> bool:
+    net = getattr(net, 'module', net)
+    return any(cls in _SITE_SPECS for cls in type(net).__mro__)

@@ -1,0 +1,14 @@
+"""SRResNet: basicsr's MSRResNet (×2, ×3, ×4), with its regularizer sites.
+
+The network itself is basicsr's class, registered there as ``MSRResNet``; checkpoints
+are therefore interchangeable with BasicSR and Real-ESRGAN tools.
+"""
+from basicsr.archs.srresnet_arch import MSRResNet
+
+from .sites import build_sites, register_sites
+
+
+@register_sites(MSRResNet)
+def msrresnet_sites(net):
+    blocks = list(net.body)
+    return build_sites('MSRResNet', blocks, [[b.conv1, b.conv2] for b in blocks], net.conv_last)

@@ -1,0 +1,27 @@
+"""Install with ``pip install -e .`` (see README)."""
+from setuptools import find_packages, setup
+
+setup(
+    name='basicsr_ext',
+    version='0.1.0',
+    description='Config-driven training and benchmarking of generalizable blind super-resolution on basicsr',
+    packages=find_packages(include=['basicsr_ext', 'basicsr_ext.*']),
+    python_requires='>=3.10,<3.13',
+    install_requires=[
+        # torch 2.14.1 / torchvision 0.29.1 are served from local disk on the project machines
+        'torch>=2.1,<2.15',
+        'torchvision>=0.16,<0.30',
+        'basicsr==1.4.2',
+        'numpy',
+        'opencv-python',
+        'pillow',
+        'pyyaml',
+        'lmdb',
+        'tensorboard',
+        'scikit-image',
+        'scipy',
+        'tqdm',
+        'matplotlib',
+    ],
+    extras_require={'test': ['pytest']},
+)
