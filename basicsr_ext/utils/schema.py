@@ -149,6 +149,10 @@ def validate(value, schema, where='', allow_unknown=False):
         if isinstance(spec, Section):
             if spec.required:
                 raise OptionError(f'{join(where, key)}: missing required section')
+            try:  # an absent optional section gets its defaults, if it has no required keys
+                out[key] = spec.validate({}, join(where, key))
+            except OptionError:
+                pass
             continue
         if spec.required:
             doc = f' ({spec.doc})' if spec.doc else ''

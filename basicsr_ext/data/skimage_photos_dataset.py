@@ -1,0 +1,101 @@
+"""The colour photos that scikit-image ships in its package, as a bicubic ×s dataset (no download).
+
+Used by the embedded demo, so a fresh clone can train and validate without any data set.
+"""
+import os
+
+import cv2
+import numpy as np
+import skimage
+from basicsr.data.transforms import augment
+from basicsr.utils import img2tensor
+from basicsr.utils.matlab_functions import imresize
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+
+from ..utils.schema import Field, Section
+
+PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'ihc', 'motorcycle_left', 'retina')
+_FILES = {
+    'astronaut': 'astronaut.png', 'chelsea': 'chelsea.png', 'coffee': 'coffee.png', 'rocket': 'rocket.jpg',
+    'hubble_deep_field': 'hubble_deep_field.jpg', 'ihc': 'ihc.png', 'motorcycle_left': 'motorcycle_left.png',
+    'retina': 'retina.jpg'
+}
+
+
+def photo_path(name):
+    return os.path.join(os.path.dirname(skimage.data.__file__), _FILES[name])
+
+
+def load_photo(name):
+    """BGR float32 [0, 1] HWC, as basicsr datasets use."""
+    img = cv2.imread(photo_path(name), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f'scikit-image photo {name!r} not found at {photo_path(name)}')
+    return img.astype(np.float32) / 255.
+
+
+@DATASET_REGISTRY.register()
+class SkimagePhotosDataset(data.Dataset):
+    """LR/GT pairs from scikit-image photos; LR is MATLAB-bicubic downsampled GT.
+
+    Training: random ``gt_size`` crops (``patches_per_image`` per photo and epoch) with flips
+    and rotations. Validation: whole photos, mod-cropped to the scale (optionally centre-cropped
+    to ``max_size`` GT pixels to keep validation quick).
+    """
+    OPTIONS = {
+        'name': Field(str, 'skimage_photos', doc='dataset name in logs'),
+        'phase': Field(str, 'train', choices=('train', 'val', 'test')),
+        'scale': Field(int, 4),
+        'photos': Field(list, list(PHOTOS), item=Field(str, choices=PHOTOS), doc='which photos'),
+        'gt_size': Field(int, 96, min=8, doc='GT patch size for training'),
+        'patches_per_image': Field(int, 16, min=1, doc='training samples per photo and epoch'),
+        'max_size': Field(int, 0, min=0, doc='validation: centre-crop GT to at most this size (0: whole photo)'),
+        'use_hflip': Field(bool, True),
+        'use_rot': Field(bool, True),
+        'num_worker_per_gpu': Field(int, 0, min=0),
+        'batch_size_per_gpu': Field(int, 8, min=1),
+        'dataset_enlarge_ratio': Field(int, 1, min=1),
+        'pin_memory': Field(bool, False),
+        'persistent_workers': Field(bool, False),
+        'io_backend': Section({}, open=True, doc='unused (the photos are read from the scikit-image package)'),
+    }
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.scale = opt['scale']
+        self.images = [load_photo(n) for n in opt['photos']]
+        if opt['phase'] != 'train':
+            self.pairs = [self._val_pair(img) for img in self.images]
+
+    def _val_pair(self, img):
+        s = self.scale
+        if self.opt['max_size']:
+            h, w = img.shape[:2]
+            m = self.opt['max_size']
+            top, left = max((h - m) // 2, 0), max((w - m) // 2, 0)
+            img = img[top:top + m, left:left + m]
+        h, w = img.shape[:2]
+        gt = img[:h - h % s, :w - w % s]
+        return imresize(gt, 1 / s), gt
+
+    def __len__(self):
+        if self.opt['phase'] == 'train':
+            return len(self.images) * self.opt['patches_per_image']
+        return len(self.images)
+
+    def __getitem__(self, index):
+        name = self.opt['photos'][index % len(self.images)]
+        if self.opt['phase'] == 'train':
+            img = self.images[index % len(self.images)]
+            size = self.opt['gt_size']
+            top = np.random.randint(0, img.shape[0] - size + 1)
+            left = np.random.randint(0, img.shape[1] - size + 1)
+            gt = augment(img[top:top + size, left:left + size], self.opt['use_hflip'], self.opt['use_rot'])
+            lq = imresize(np.ascontiguousarray(gt), 1 / self.scale)
+        else:
+            lq, gt = self.pairs[index]
+        lq = np.clip(lq, 0, 1)
+        gt_t, lq_t = img2tensor([gt, lq], bgr2rgb=True, float32=True)
+        return {'lq': lq_t, 'gt': gt_t, 'lq_path': name, 'gt_path': name}

@@ -1,0 +1,182 @@
+"""The training pipeline behind ``python train.py -opt <options.yml>``."""
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+
+import torch
+from basicsr.utils import get_root_logger, get_time_str, set_random_seed
+
+from .data import build_dataset, build_train_loader, build_val_loader
+from .models import build_model
+from .utils import dist as dist_util
+from .utils.checkpoint import (atomic_save, find_resume_state, get_rng_states, load_checkpoint, prune_checkpoints,
+                               set_rng_states)
+from .utils.options import OptionError, load_options, make_parser, resolve_num_gpu
+from .utils.progress import ProgressLogger
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag checked between iterations (a checkpoint is saved, then exit)."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C stops at once
+        self.signal = signum
+
+
+def _prepare_dirs(opt, resuming):
+    path = opt['path']
+    root = path['experiments_root']
+    if not resuming and os.path.isdir(root) and os.listdir(root):
+        archived = f'{root}_archived_{get_time_str()}'
+        os.rename(root, archived)
+        print(f'Existing experiment folder archived to {archived}', flush=True)
+    for key in ('experiments_root', 'models', 'training_states', 'visualization'):
+        os.makedirs(path[key], exist_ok=True)
+    shutil.copy(opt['opt_path'], os.path.join(root, os.path.basename(opt['opt_path'])))
+
+
+def _make_logger(opt, rank):
+    log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log") if rank == 0 else None
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger.propagate = False
+    return logger
+
+
+def _tb_logger(opt, rank):
+    if rank != 0 or not opt['logger'].get('use_tb_logger'):
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(log_dir=opt['path']['tb_logger'])
+
+
+def save_checkpoint(model, opt, epoch, position, current_iter, logger):
+    """Weights first, then the training state: a .state file only exists once its weights do."""
+    if opt['rank'] == 0:
+        paths = opt['path']
+        model.save_network_atomic(os.path.join(paths['models'], f'net_g_{current_iter}.pth'))
+        state = {'epoch': epoch, 'iter': current_iter, 'sampler_position': position, 'rng': get_rng_states()}
+        state.update(model.training_state())
+        atomic_save(state, os.path.join(paths['training_states'], f'{current_iter}.state'))
+        prune_checkpoints(paths['training_states'], paths['models'], opt['logger'].get('keep_checkpoints', 0))
+        logger.info(f'Saved checkpoint at iteration {current_iter:,d}.')
+    dist_util.barrier()
+
+
+def _val_loaders(opt):
+    loaders = []
+    for name, dopt in opt['datasets'].items():
+        if name.startswith('val'):
+            loaders.append(build_val_loader(build_dataset(dopt), opt['world_size'], opt['rank']))
+    return loaders
+
+
+def validate_all(model, loaders, current_iter, tb_logger, opt):
+    results = {}
+    for loader in loaders:
+        results[loader.dataset.opt['name']] = model.validation(loader, current_iter, tb_logger,
+                                                               opt['val'].get('save_img', False))
+    return results
+
+
+def train_pipeline(argv=None):
+    args = make_parser(is_train=True).parse_args(argv)
+    try:
+        opt = load_options(args.opt, is_train=True, overrides=args.force_yml, debug=args.debug)
+        opt = resolve_num_gpu(opt)
+    except OptionError as err:
+        print(f'Option error: {err}', file=sys.stderr)
+        return 2
+    use_cuda = opt['num_gpu'] > 0
+    rank, world, local_rank = dist_util.init_dist(args.launcher, use_cuda, opt['dist_params']['backend'],
+                                                  opt['dist_params']['port'], opt['dist_params']['timeout'])
+    opt.update(rank=rank, world_size=world, local_rank=local_rank, dist=world > 1 or args.launcher != 'none')
+    if use_cuda and opt['dist']:
+        opt['num_gpu'] = 1
+    torch.backends.cudnn.benchmark = opt['cudnn_benchmark']
+    if opt['deterministic']:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    paths = opt['path']
+    resume_path = paths.get('resume_state')
+    if resume_path is None and args.auto_resume:
+        resume_path = find_resume_state(paths['training_states'], paths['models'])
+    if rank == 0:
+        _prepare_dirs(opt, resuming=resume_path is not None)
+    dist_util.barrier()
+    logger = _make_logger(opt, rank)
+    tb_logger = _tb_logger(opt, rank)
+    set_random_seed(opt['manual_seed'] + rank)
+
+    train_opt = opt['datasets']['train']
+    train_set = build_dataset(train_opt)
+    loader, sampler = build_train_loader(train_set, train_opt, opt['manual_seed'], world, rank)
+    val_loaders = _val_loaders(opt)
+    iters_per_epoch = len(loader)
+    total_iter = opt['train']['total_iter']
+    logger.info(f"Training {opt['name']}: {len(train_set):,d} images, batch {train_opt['batch_size_per_gpu']} × "
+                f'{world} process(es), {iters_per_epoch:,d} iterations per epoch, {total_iter:,d} iterations')
+
+    model = build_model(opt)
+    start_iter, epoch, position = 0, 0, 0
+    if resume_path:
+        state = load_checkpoint(resume_path)
+        start_iter, epoch, position = state['iter'], state['epoch'], state['sampler_position']
+        model.load_network_state(load_checkpoint(os.path.join(paths['models'], f'net_g_{start_iter}.pth')))
+        model.resume_training(state)
+        set_rng_states(state['rng'])
+        logger.info(f'Resumed from {resume_path} (iteration {start_iter:,d}, epoch {epoch}).')
+
+    progress = ProgressLogger(opt, start_iter, logger, tb_logger)
+    stop = StopRequest()
+    log_cfg, val_cfg = opt['logger'], opt['val']
+    current_iter = start_iter
+    results = {}
+    while current_iter < total_iter:
+        sampler.set_epoch(epoch, start=position * train_opt['batch_size_per_gpu'])
+        t_data = time.time()
+        for data in loader:
+            progress.add_data_time(time.time() - t_data)
+            current_iter += 1
+            position += 1
+            model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+            model.feed_data(data, current_iter)
+            model.optimize_parameters(current_iter)
+
+            if current_iter % log_cfg['print_freq'] == 0 or current_iter == total_iter:
+                losses = {k: float(v) for k, v in model.get_current_log().items()}
+                progress(current_iter, epoch, model.get_current_learning_rate(), losses, model.device)
+            stopping = dist_util.any_rank(stop.signal is not None, model.device)
+            if current_iter % int(log_cfg['save_checkpoint_freq']) == 0 or current_iter == total_iter or stopping:
+                save_checkpoint(model, opt, epoch, position, current_iter, logger)
+            if stopping:
+                logger.info(f'Stopped by signal at iteration {current_iter:,d}; continue with --auto_resume.')
+                dist_util.cleanup()
+                return 0
+            if val_loaders and (current_iter % int(val_cfg['val_freq']) == 0 or current_iter == total_iter):
+                results = validate_all(model, val_loaders, current_iter, tb_logger, opt)
+            if current_iter >= total_iter:
+                break
+            t_data = time.time()
+        else:
+            epoch += 1
+            position = 0
+
+    if val_loaders and not results:
+        results = validate_all(model, val_loaders, current_iter, tb_logger, opt)
+    for name, metrics in results.items():
+        summary = ', '.join(f'{m}: {v:.4f}' for m, v in metrics.items())
+        logger.info(f'Final validation on {name} at iteration {current_iter:,d}: {summary}')
+    if tb_logger:
+        tb_logger.close()
+    logger.info(f'Training finished. Checkpoints are in {paths["models"]}')
+    dist_util.cleanup()
+    return 0

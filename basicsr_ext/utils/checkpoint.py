@@ -1,0 +1,99 @@
+"""Atomic checkpoint files, RNG state capture, and discovery of the newest complete checkpoint."""
+import glob
+import os
+import random
+import re
+import tempfile
+
+import numpy as np
+import torch
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A kill at any moment leaves either the previous file or the complete new one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def get_rng_states():
+    states = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states):
+    random.setstate(states['python'])
+    np.random.set_state(states['numpy'])
+    torch.set_rng_state(states['torch'])
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
+
+
+def load_checkpoint(path):
+    """Load our own .pth/.state files: CPU first, weights-only unpickling (numpy RNG state allowlisted)."""
+    with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _numpy_safe_globals():
+    import numpy.core.multiarray as ma  # noqa: F401  (numpy 1 and 2 both expose this path)
+    out = [np.ndarray, np.dtype, type(np.dtype('uint32'))]
+    try:
+        out.append(np._core.multiarray._reconstruct)
+    except AttributeError:
+        out.append(np.core.multiarray._reconstruct)
+    return out
+
+
+_SAFE_GLOBALS = _numpy_safe_globals()
+
+
+def checkpoint_iters(states_dir):
+    """Iterations that have a .state file, newest first."""
+    iters = []
+    for p in glob.glob(os.path.join(states_dir, '*.state')):
+        m = re.fullmatch(r'(\d+)\.state', os.path.basename(p))
+        if m:
+            iters.append(int(m.group(1)))
+    return sorted(iters, reverse=True)
+
+
+def find_resume_state(states_dir, models_dir, logger=None):
+    """Path of the newest .state whose file and network weights both load, or None."""
+    for it in checkpoint_iters(states_dir):
+        state_path = os.path.join(states_dir, f'{it}.state')
+        net_path = os.path.join(models_dir, f'net_g_{it}.pth')
+        try:
+            load_checkpoint(state_path)
+            load_checkpoint(net_path)
+        except Exception as err:  # an unreadable checkpoint is skipped, the previous one is tried
+            if logger:
+                logger.warning(f'skipping checkpoint {it}: {type(err).__name__}: {err}')
+            continue
+        return state_path
+    return None
+
+
+def prune_checkpoints(states_dir, models_dir, keep):
+    """Keep only the newest ``keep`` checkpoints (0 keeps all)."""
+    if keep <= 0:
+        return
+    for it in checkpoint_iters(states_dir)[keep:]:
+        for p in (os.path.join(states_dir, f'{it}.state'), os.path.join(models_dir, f'net_g_{it}.pth')):
+            if os.path.exists(p):
+                os.remove(p)

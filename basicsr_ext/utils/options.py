@@ -1,0 +1,434 @@
+"""Reading, overriding and validating BasicSR-format option files.
+
+Everything is checked before any data is read: unknown keys (with the closest valid key),
+missing required keys, wrong types, missing dataroots, architecture arguments (against the
+arch's constructor), optimizer/scheduler/loss arguments, regularizer sites and pairings,
+and that the network really upsamples by ``scale``.
+"""
+import argparse
+import inspect
+import os
+import re
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+import yaml
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+from .schema import REQUIRED, Field, OptionError, Section, check_path, coerce, join, unknown_key_error, validate
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``2e-4`` and ``1e5`` as floats (YAML 1.2), not strings (YAML 1.1)."""
+
+
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'''^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$''', re.X), list('-+0123456789.'))
+
+
+def yaml_load(text_or_path):
+    """Load YAML from a path or a string, with scientific-notation floats."""
+    if isinstance(text_or_path, (str, Path)) and os.path.isfile(str(text_or_path)):
+        with open(text_or_path, encoding='utf-8') as f:
+            return yaml.load(f, Loader=_Loader)
+    return yaml.load(str(text_or_path), Loader=_Loader)
+
+
+def parse_override(item):
+    """``'train:ema_decay=0.99'`` -> (['train', 'ema_decay'], 0.99). The value is parsed as YAML, never eval'd."""
+    if '=' not in item:
+        raise OptionError(f"--force_yml {item!r}: expected 'key:subkey=value'")
+    keys, value = item.split('=', 1)
+    path = [k for k in keys.split(':')]
+    if not all(path):
+        raise OptionError(f"--force_yml {item!r}: empty key in '{keys}'")
+    try:
+        parsed = yaml.load(value, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise OptionError(f'--force_yml {item!r}: value is not valid YAML ({err})') from err
+    return path, parsed
+
+
+def apply_overrides(opt, items):
+    for item in items or []:
+        path, value = parse_override(item)
+        node = opt
+        for depth, key in enumerate(path[:-1]):
+            if not isinstance(node.get(key), dict):
+                if key in node:
+                    raise OptionError(f"--force_yml {item!r}: '{':'.join(path[:depth + 1])}' is not a section")
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+    return opt
+
+
+# --------------------------------------------------------------------------- signature-checked kwargs
+def _field_from_default(default):
+    if default is inspect.Parameter.empty:
+        return Field(object)
+    if default is None:
+        return Field(object, default=None)
+    if isinstance(default, bool):
+        return Field(bool, default)
+    if isinstance(default, float):
+        return Field(float, default)
+    if isinstance(default, int):
+        return Field((int, float), default)
+    if isinstance(default, (list, tuple)):
+        return Field((list, tuple), default)
+    return Field(object, default)
+
+
+def validate_kwargs(opt, fn, where, skip=(), type_key='type'):
+    """Validate ``opt`` as keyword arguments of ``fn`` (a class or function)."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    sig = inspect.signature(target)
+    params, var_kw = {}, False
+    for name, p in sig.parameters.items():
+        if name in ('self', ) + tuple(skip):
+            continue
+        if p.kind == inspect.Parameter.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            params[name] = p
+    out = {}
+    for key, value in opt.items():
+        if key == type_key:
+            out[key] = value
+            continue
+        if key not in params:
+            if var_kw:
+                out[key] = value
+                continue
+            raise unknown_key_error(key, params.keys(), where)
+        field = _field_from_default(params[key].default)
+        out[key] = value if value is None else coerce(value, field.type, join(where, key))
+    for name, p in params.items():
+        if p.default is inspect.Parameter.empty and name not in out:
+            raise OptionError(f'{join(where, name)}: missing required key (argument of {fn.__name__})')
+    return out
+
+
+def _registered(registry, name, where, kind):
+    if name not in registry:
+        import difflib
+        close = difflib.get_close_matches(str(name), list(registry.keys()), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ''
+        raise OptionError(f"{where}: unknown {kind} '{name}'{hint}")
+    return registry.get(name)
+
+
+def _typed_section(value, where, registry, kind, skip=()):
+    """A ``{type: Name, **kwargs}`` section whose kwargs are checked against the registered callable."""
+    if not isinstance(value, dict):
+        raise OptionError(f'{where}: expected a mapping with a type key, got {value!r}')
+    if 'type' not in value:
+        raise OptionError(f'{where}.type: missing required key')
+    target = _registered(registry, value['type'], f'{where}.type', kind)
+    schema = getattr(target, 'OPTIONS', None)
+    if schema is not None:
+        rest = {k: v for k, v in value.items() if k != 'type'}
+        return {'type': value['type'], **validate(rest, schema, where)}
+    return validate_kwargs(value, target, where, skip=skip)
+
+
+# --------------------------------------------------------------------------- schema of the top level
+OPTIMIZERS = {name: getattr(torch.optim, name) for name in ('Adam', 'AdamW', 'SGD', 'RMSprop', 'Adamax', 'NAdam', 'RAdam')}
+
+
+def _scheduler_classes():
+    from basicsr.models import lr_scheduler
+    return {
+        'MultiStepLR': lr_scheduler.MultiStepRestartLR,
+        'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
+        'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR,
+    }
+
+
+def _dict_registry(d):
+    class _R(dict):
+
+        def get(self, k):
+            return self[k]
+
+    return _R(d)
+
+
+def _check_num_gpu(value, where):
+    if value != 'auto' and not (isinstance(value, int) and value >= 0):
+        raise OptionError(f"{where}: expected 'auto' or an integer >= 0, got {value!r}")
+
+
+TOP_SCHEMA = {
+    'name': Field(str, doc='experiment name; outputs go to experiments/<name>'),
+    'model_type': Field(str, 'BlindSRModel', doc='registered model class'),
+    'scale': Field(int, choices=(1, 2, 3, 4), doc='upscaling factor'),
+    'num_gpu': Field((int, str), 'auto', doc="GPUs per process; 0 = CPU, 'auto' = CUDA if available",
+                     check=_check_num_gpu),
+    'manual_seed': Field(int, 0, doc='global seed (rank r uses seed + r for model-side randomness)'),
+    'cudnn_benchmark': Field(bool, False, doc='torch.backends.cudnn.benchmark'),
+    'deterministic': Field(bool, False, doc='torch.use_deterministic_algorithms(True)'),
+    'find_unused_parameters': Field(bool, False, doc='DDP find_unused_parameters'),
+    'datasets': Field(dict, doc='train / val* / test* datasets'),
+    'network_g': Field(dict, doc='architecture: {type: <registered arch>, **constructor kwargs}'),
+    'degradation': Field(dict, None, doc='model-side training degradation: {type: HighOrderDegradation, ...}'),
+    'path': Section({
+        'pretrain_network_g': Field(str, None, kind='file', doc='initial weights (.pth)'),
+        'param_key_g': Field(str, 'params', doc="key inside the .pth: 'params' or 'params_ema'"),
+        'strict_load_g': Field(bool, True, doc='strict state-dict loading'),
+        'resume_state': Field(str, None, kind='file', doc='training state (.state) to resume from'),
+        'experiments_root': Field(str, None, doc='output folder (default: <project>/experiments/<name>)'),
+        'results_root': Field(str, None, doc='test output folder (default: <project>/results/<name>)'),
+    }, doc='paths'),
+    'train': Section({
+        'total_iter': Field(int, min=1, doc='number of training iterations'),
+        'warmup_iter': Field(int, -1, doc='linear LR warm-up iterations (-1: none)'),
+        'ema_decay': Field(float, 0.0, min=0.0, max=1.0, doc='EMA decay of net_g_ema (0 disables EMA)'),
+        'optim_g': Field(dict, doc='optimizer: {type: Adam|AdamW|SGD|..., lr, betas, weight_decay}'),
+        'scheduler': Field(dict, doc='{type: MultiStepLR|CosineAnnealingRestartLR, ...}'),
+        'pixel_opt': Field(dict, None, doc='pixel loss: {type: L1Loss|MSELoss|CharbonnierLoss, loss_weight, reduction}'),
+        'perceptual_opt': Field(dict, None, doc='basicsr PerceptualLoss options'),
+        'regularizers': Field(list, [], doc='list of {type: <regularizer>, ...}; empty = baseline'),
+        'grad_clip': Field(float, 0.0, min=0.0, doc='clip the gradient norm to this value (0: off)'),
+    }, doc='training'),
+    'val': Section({
+        'val_freq': Field((int, float), 5000, doc='validate every N iterations'),
+        'save_img': Field(bool, False, doc='save SR images of validation'),
+        'pbar': Field(bool, True, doc='progress bar during validation'),
+        'suffix': Field(str, None, doc='suffix of saved images'),
+        'metrics': Field(dict, {}, doc='{name: {type: calculate_psnr|calculate_ssim, crop_border, test_y_channel}}'),
+        'tile_size': Field(int, 0, min=0, doc='tiled inference tile size in LR pixels (0: whole image)'),
+        'tile_pad': Field(int, 16, min=0, doc='overlap of tiles in LR pixels'),
+    }, doc='validation'),
+    'logger': Section({
+        'print_freq': Field(int, 100, min=1, doc='log every N iterations'),
+        'save_checkpoint_freq': Field((int, float), 5000, doc='checkpoint every N iterations'),
+        'keep_checkpoints': Field(int, 0, min=0, doc='keep only the newest N checkpoints (0: keep all)'),
+        'use_tb_logger': Field(bool, False, doc='write tensorboard events'),
+        'wandb': Section({}, open=True, doc='accepted for BasicSR compatibility; unused'),
+    }, doc='logging'),
+    'dist_params': Section({
+        'backend': Field(str, None, doc="'nccl' (CUDA) or 'gloo' (CPU); default by device"),
+        'port': Field(int, 29500, doc='master port for SLURM launches'),
+        'timeout': Field(int, 1800, min=1, doc='seconds before a stuck collective fails'),
+    }, doc='distributed'),
+}
+
+_METRIC_SKIP = ('img', 'img2')
+
+
+def _validate_metrics(metrics, where):
+    out = {}
+    for name, m in (metrics or {}).items():
+        mw = join(where, name)
+        if not isinstance(m, dict) or 'type' not in m:
+            raise OptionError(f'{mw}: expected {{type: calculate_psnr|calculate_ssim, ...}}')
+        m = dict(m)
+        better = m.pop('better', 'higher')
+        if better not in ('higher', 'lower'):
+            raise OptionError(f"{mw}.better: {better!r} is not one of ['higher', 'lower']")
+        out[name] = {**_typed_section(m, mw, METRIC_REGISTRY, 'metric', skip=_METRIC_SKIP), 'better': better}
+    return out
+
+
+def _validate_dataset(name, dopt, opt, where):
+    if not isinstance(dopt, dict) or 'type' not in dopt:
+        raise OptionError(f'{where}.type: missing required key')
+    dopt = dict(dopt)
+    phase = 'train' if name == 'train' else ('test' if name.startswith('test') else 'val')
+    dopt.setdefault('name', name)
+    dopt['phase'] = phase
+    dopt['scale'] = opt['scale']
+    cls = _registered(DATASET_REGISTRY, dopt['type'], f'{where}.type', 'dataset type')
+    schema = getattr(cls, 'OPTIONS', None)
+    if schema is not None:
+        rest = {k: v for k, v in dopt.items() if k != 'type'}
+        dopt = {'type': dopt['type'], **validate(rest, schema, where)}
+    else:  # a basicsr dataset without a schema: check what can be checked
+        for key, value in dopt.items():
+            if key.startswith('dataroot') and value is not None and dopt.get('io_backend', {}).get('type') != 'lmdb':
+                check_path(value, join(where, key), 'path')
+            if key.startswith('dataroot') and value is not None and dopt.get('io_backend', {}).get('type') == 'lmdb':
+                check_path(value, join(where, key), 'dir')
+    return dopt
+
+
+def build_meta_network(net_opt):
+    """Build the network on the meta device: no memory, no weights, just structure."""
+    from ..archs import build_network
+    with torch.device('meta'):
+        return build_network(net_opt)
+
+
+def _check_network(opt):
+    where = 'network_g'
+    net_opt = opt['network_g']
+    if 'type' not in net_opt:
+        raise OptionError('network_g.type: missing required key')
+    cls = _registered(ARCH_REGISTRY, net_opt['type'], 'network_g.type', 'architecture')
+    net_opt = validate_kwargs(net_opt, cls, where)
+    try:
+        net = build_meta_network(net_opt)
+    except Exception as err:  # the constructor's own message is the useful part
+        raise OptionError(f"{where}: cannot build {net_opt['type']}: {err}") from err
+    size = int(getattr(net, 'window_size', 8)) * 2
+    try:
+        with torch.no_grad():
+            out = net(torch.empty(1, _in_channels(net), size, size, device='meta'))
+    except Exception:  # some archs cannot run on meta tensors; the real run checks the shape again
+        return net_opt, net
+    if out.shape[-1] != size * opt['scale']:
+        got = out.shape[-1] / size
+        raise OptionError(f"scale: network_g ({net_opt['type']}) upsamples ×{got:g} but scale is "
+                          f"{opt['scale']}; set the network's scale argument (upscale/scale) to {opt['scale']}")
+    return net_opt, net
+
+
+def _in_channels(net):
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            return m.in_channels
+    return 3
+
+
+def _validate_regularizers(regs, net, opt):
+    from ..archs import get_sites, has_sites
+    from ..regularizers import REGULARIZER_REGISTRY
+    out = []
+    names = []
+    for i, entry in enumerate(regs):
+        where = f'train.regularizers[{i}]'
+        if not isinstance(entry, dict) or 'type' not in entry:
+            raise OptionError(f'{where}.type: missing required key')
+        cls = _registered(REGULARIZER_REGISTRY, entry['type'], f'{where}.type', 'regularizer')
+        rest = {k: v for k, v in entry.items() if k != 'type'}
+        checked = {'type': entry['type'], **validate(rest, cls.OPTIONS, where)}
+        if not has_sites(net):
+            raise OptionError(f"{where}: {entry['type']} needs regularizer sites, but {type(net).__name__} "
+                              'declares none')
+        cls.check_sites(checked, get_sites(net), where)
+        for j, other in enumerate(names):
+            other_cls = REGULARIZER_REGISTRY.get(other)
+            if other == entry['type'] or other in cls.INCOMPATIBLE or entry['type'] in other_cls.INCOMPATIBLE:
+                raise OptionError(f'{where}: {entry["type"]} cannot be combined with {other} '
+                                  f'(train.regularizers[{j}])')
+        names.append(entry['type'])
+        out.append(checked)
+    return out
+
+
+def validate_options(raw, is_train=True):
+    """Validate a raw option dict; return the complete option dict with defaults."""
+    if not isinstance(raw, dict):
+        raise OptionError(f'options: expected a mapping at the top level, got {type(raw).__name__}')
+    schema = dict(TOP_SCHEMA)
+    if is_train:
+        schema['train'] = Section(TOP_SCHEMA['train'].fields, required=True, doc='training')
+    else:  # a test file may carry its training section along; it is not used
+        schema['train'] = Section(TOP_SCHEMA['train'].fields, open=True)
+        schema['datasets'] = Field(dict, {})
+    opt = validate(raw, schema)
+    opt['is_train'] = is_train
+    _registered(MODEL_REGISTRY, opt['model_type'], 'model_type', 'model type')
+
+    opt['network_g'], meta_net = _check_network(opt)
+
+    datasets = {}
+    for name, dopt in (opt.get('datasets') or {}).items():
+        if not (name == 'train' or name.startswith('val') or name.startswith('test')):
+            raise OptionError(f"datasets.{name}: dataset keys must be 'train', 'val*' or 'test*'")
+        datasets[name] = _validate_dataset(name, dopt, opt, f'datasets.{name}')
+    if is_train and 'train' not in datasets:
+        raise OptionError('datasets.train: missing required key')
+    opt['datasets'] = datasets
+
+    if opt.get('degradation') is not None:
+        from ..data import DEGRADATION_TYPES
+        opt['degradation'] = _typed_section(opt['degradation'], 'degradation', _dict_registry(DEGRADATION_TYPES),
+                                            'degradation type')
+
+    if is_train:
+        t = opt['train']
+        t['optim_g'] = _typed_section(t['optim_g'], 'train.optim_g', _dict_registry(OPTIMIZERS), 'optimizer',
+                                      skip=('params', ))
+        t['scheduler'] = _typed_section(t['scheduler'], 'train.scheduler', _dict_registry(_scheduler_classes()),
+                                        'scheduler', skip=('optimizer', 'last_epoch'))
+        for key in ('pixel_opt', 'perceptual_opt'):
+            if t.get(key) is not None:
+                t[key] = _typed_section(t[key], f'train.{key}', LOSS_REGISTRY, 'loss')
+        if t.get('pixel_opt') is None and t.get('perceptual_opt') is None:
+            raise OptionError('train.pixel_opt: missing required key (a pixel or perceptual loss is needed)')
+        t['regularizers'] = _validate_regularizers(t.get('regularizers') or [], meta_net, opt)
+    opt['val']['metrics'] = _validate_metrics(opt['val'].get('metrics'), 'val.metrics')
+    return opt
+
+
+# --------------------------------------------------------------------------- paths, devices, CLI
+def resolve_num_gpu(opt):
+    if opt['num_gpu'] == 'auto':
+        opt['num_gpu'] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    elif opt['num_gpu'] > 0 and not torch.cuda.is_available():
+        raise OptionError(f"num_gpu: {opt['num_gpu']} GPUs requested but CUDA is not available; "
+                          "use num_gpu: 0 or 'auto'")
+    return opt
+
+
+def set_paths(opt, root=PROJECT_ROOT):
+    path = opt['path']
+    if opt['is_train']:
+        exp = path.get('experiments_root') or os.path.join(root, 'experiments', opt['name'])
+        exp = exp if os.path.isabs(exp) else os.path.join(root, exp)
+        path['experiments_root'] = exp
+        path['models'] = os.path.join(exp, 'models')
+        path['training_states'] = os.path.join(exp, 'training_states')
+        path['log'] = exp
+        path['visualization'] = os.path.join(exp, 'visualization')
+        path['tb_logger'] = os.path.join(exp, 'tb_logger')
+    else:
+        res = path.get('results_root') or os.path.join(root, 'results', opt['name'])
+        res = res if os.path.isabs(res) else os.path.join(root, res)
+        path['results_root'] = res
+        path['log'] = res
+        path['visualization'] = os.path.join(res, 'visualization')
+    return opt
+
+
+def make_parser(is_train=True):
+    parser = argparse.ArgumentParser(description='basicsr_ext ' + ('training' if is_train else 'testing'))
+    parser.add_argument('-opt', '--opt', required=True, help='path to the option YAML file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='none: one process; pytorch: torchrun; slurm: srun')
+    parser.add_argument('--auto_resume', action='store_true', help='resume from the newest complete checkpoint')
+    parser.add_argument('--debug', action='store_true', help='debug mode: log and validate every few iterations')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument('--force_yml', nargs='+', default=None,
+                        help="override options, e.g. train:ema_decay=0.999 (values are YAML)")
+    return parser
+
+
+def load_options(opt_path, is_train=True, overrides=None, debug=False):
+    """Read, override and validate an option file. Raises OptionError on any problem."""
+    if not os.path.isfile(opt_path):
+        raise OptionError(f"-opt: option file '{opt_path}' does not exist")
+    try:
+        raw = yaml_load(opt_path)
+    except yaml.YAMLError as err:
+        raise OptionError(f'{opt_path}: invalid YAML: {err}') from err
+    raw = apply_overrides(raw or {}, overrides)
+    if debug and is_train:
+        raw['name'] = 'debug_' + str(raw.get('name', ''))
+        raw.setdefault('val', {})['val_freq'] = 8
+        raw.setdefault('logger', {}).update(print_freq=1, save_checkpoint_freq=8)
+    opt = validate_options(raw, is_train=is_train)
+    opt['opt_path'] = os.path.abspath(opt_path)
+    return set_paths(opt)
