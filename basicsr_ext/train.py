@@ -7,7 +7,8 @@ import sys
 import time
 
 import torch
-from basicsr.utils import get_root_logger, get_time_str, set_random_seed
+from basicsr.utils import get_time_str, set_random_seed
+from basicsr.utils import logger as basicsr_logger
 
 from .data import build_dataset, build_train_loader, build_val_loader
 from .models import build_model
@@ -45,9 +46,23 @@ def _prepare_dirs(opt, resuming):
 
 
 def _make_logger(opt, rank):
-    log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log") if rank == 0 else None
-    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    """basicsr's 'basicsr' logger, with this run's log file (basicsr's helper only configures it once per process)."""
+    logger = logging.getLogger('basicsr')
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO if rank == 0 else logging.ERROR)
     logger.propagate = False
+    fmt = logging.Formatter('%(asctime)s %(levelname)s: %(message)s')
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    if rank == 0:
+        log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
+        file_handler = logging.FileHandler(log_file, 'w')
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+    basicsr_logger.initialized_logger['basicsr'] = True  # stop basicsr adding a second console handler
     return logger
 
 

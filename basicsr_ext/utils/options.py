@@ -224,20 +224,22 @@ TOP_SCHEMA = {
     }, doc='distributed'),
 }
 
-_METRIC_SKIP = ('img', 'img2')
+METRIC_SCHEMA = {
+    'type': Field(str, doc='a basicsr metric: calculate_psnr, calculate_ssim, ...'),
+    'crop_border': Field(int, 0, min=0, doc='pixels cropped from each border before measuring'),
+    'test_y_channel': Field(bool, False, doc='measure on the Y channel of YCbCr (else RGB)'),
+    'input_order': Field(str, 'HWC', choices=('HWC', 'CHW')),
+    'better': Field(str, 'higher', choices=('higher', 'lower'), doc='which direction is better, for best tracking'),
+}
 
 
 def _validate_metrics(metrics, where):
     out = {}
     for name, m in (metrics or {}).items():
         mw = join(where, name)
-        if not isinstance(m, dict) or 'type' not in m:
-            raise OptionError(f'{mw}: expected {{type: calculate_psnr|calculate_ssim, ...}}')
-        m = dict(m)
-        better = m.pop('better', 'higher')
-        if better not in ('higher', 'lower'):
-            raise OptionError(f"{mw}.better: {better!r} is not one of ['higher', 'lower']")
-        out[name] = {**_typed_section(m, mw, METRIC_REGISTRY, 'metric', skip=_METRIC_SKIP), 'better': better}
+        checked = validate(m, METRIC_SCHEMA, mw)
+        _registered(METRIC_REGISTRY, checked['type'], f'{mw}.type', 'metric')
+        out[name] = checked
     return out
 
 
