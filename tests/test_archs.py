@@ -14,7 +14,7 @@ from basicsr.archs.swinir_arch import SwinIR
 from basicsr_ext.archs import build_network, get_sites
 from basicsr_ext.archs.han_arch import HAN, HAN_PRESETS, ChannelSpatialAttention, LayerAttention
 from basicsr_ext.archs.rrdbnet_arch import RRDBNetAnyScale
-from basicsr_ext.archs.swinir_arch import SWINIR_PRESETS
+from basicsr_ext.archs.swinir_arch import SWINIR_PRESETS, swinir_window_size
 
 pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid')
 
@@ -87,6 +87,20 @@ def test_output_is_scale_times_input(arch, scale):
         out = net(torch.rand(2, 3, *LR))
     assert out.shape == (2, 3, LR[0] * scale, LR[1] * scale)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_han_runs_on_meta_device(scale):
+    # the options loader checks the scale with a meta-device forward
+    with torch.device('meta'):
+        net = HAN(num_feat=8, num_group=2, num_block=1, squeeze_factor=4, upscale=scale)
+        assert net(torch.empty(1, 3, 16, 16)).shape == (1, 3, 16 * scale, 16 * scale)
+
+
+def test_swinir_window_size():
+    assert swinir_window_size(tiny('swinir_pixelshuffle', 2)) == 4
+    assert swinir_window_size(SwinIR(**dict(SWINIR_PRESETS['swinir_light'], img_size=4, depths=[1]), upscale=2)) == 4
+    assert not hasattr(tiny('swinir_pixelshuffle', 2), 'window_size')  # why the helper exists
 
 
 def test_swinir_nearest_conv_x4():

@@ -22,6 +22,8 @@ Deviations from the official code, all deliberate:
   hard-coded ``num_feat * 11``, so any number of groups works;
 * LAM runs in fp32 even under autocast (its energies overflow fp16, see LayerAttention).
 """
+import contextlib
+
 import torch
 from basicsr.archs.arch_util import Upsample
 from basicsr.archs.rcan_arch import ResidualGroup
@@ -37,6 +39,14 @@ HAN_PRESETS = {
     'han': dict(num_feat=64, num_group=10, num_block=20, squeeze_factor=16),
     'han_lite': dict(num_feat=32, num_group=6, num_block=5, squeeze_factor=16),
 }
+
+
+def _autocast_off(device_type):
+    # meta tensors (shape checks of the options loader) have no autocast to switch off
+    available = getattr(torch.amp, 'is_autocast_available', lambda t: t in ('cpu', 'cuda'))  # torch < 2.4
+    if available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class LayerAttention(nn.Module):
@@ -56,7 +66,7 @@ class LayerAttention(nn.Module):
         b, n, c, h, w = x.shape
         # E sums C*H*W products; with 0-255 inputs it reaches ~1e9, far beyond fp16's
         # 65504, and bf16 would leave the softmax with ~3 significant digits of ~1e9.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with _autocast_off(x.device.type):
             feats = x.float().reshape(b, n, -1)
             energy = torch.bmm(feats, feats.transpose(1, 2))
             energy = energy.amax(dim=-1, keepdim=True) - energy

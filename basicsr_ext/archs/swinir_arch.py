@@ -13,6 +13,8 @@ published configurations:
   to 0.1 and the published models keep it. It is active in training, so a "no dropout"
   baseline still drops paths unless ``drop_path_rate: 0`` is set.
 """
+import math
+
 from basicsr.archs.swinir_arch import SwinIR
 from torch import nn
 
@@ -33,6 +35,17 @@ SWINIR_PRESETS = {
     'swinir_light':
     dict(_COMMON, embed_dim=60, depths=[6] * 4, num_heads=[6] * 4, upsampler='pixelshuffledirect'),
 }
+
+
+def swinir_window_size(net):
+    """The multiple that the input H and W of ``net`` must have.
+
+    basicsr's SwinIR keeps ``window_size`` only in its blocks (the network has no such
+    attribute), and a block whose ``img_size`` is not larger than the window shrinks its
+    window to ``img_size``, which is then the size the input is partitioned by.
+    """
+    net = getattr(net, 'module', net)
+    return math.lcm(*{blk.window_size for layer in net.layers for blk in layer.residual_group.blocks})
 
 
 def _last_conv(net):
