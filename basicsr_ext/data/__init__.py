@@ -153,7 +153,9 @@ class _Shard(Dataset):
 def build_val_loader(dataset, world_size=1, rank=0):
     """Batch-1 loader over this rank's share of the images (rank r takes images r, r+w, ...)."""
     shard = dataset if world_size == 1 else _Shard(dataset, list(range(rank, len(dataset), world_size)))
-    return torch.utils.data.DataLoader(shard, batch_size=1, shuffle=False, num_workers=0)
+    # a private generator: creating the iterator must not draw on the checkpointed global RNG
+    return torch.utils.data.DataLoader(shard, batch_size=1, shuffle=False, num_workers=0,
+                                       generator=torch.Generator())
 
 
 __all__ = [

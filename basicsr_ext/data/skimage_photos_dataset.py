@@ -92,7 +92,8 @@ class SkimagePhotosDataset(data.Dataset):
             size = self.opt['gt_size']
             top = np.random.randint(0, img.shape[0] - size + 1)
             left = np.random.randint(0, img.shape[1] - size + 1)
-            gt = augment(img[top:top + size, left:left + size], self.opt['use_hflip'], self.opt['use_rot'])
+            # basicsr's augment flips in place: work on a copy, not a view of the cached photo
+            gt = augment(img[top:top + size, left:left + size].copy(), self.opt['use_hflip'], self.opt['use_rot'])
             lq = imresize(np.ascontiguousarray(gt), 1 / self.scale)
         else:
             lq, gt = self.pairs[index]

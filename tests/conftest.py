@@ -1,0 +1,21 @@
+"""Shared test set-up: CPU only, few threads, the ../shared datasets when present."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault('OMP_NUM_THREADS', '2')
+torch.set_num_threads(2)
+
+import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim before any test imports basicsr)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / 'shared' / 'datasets'
+
+
+@pytest.fixture
+def shared_datasets():
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f'{SHARED_DATASETS} not found: the real test images live in ../shared/datasets beside the repo')
+    return SHARED_DATASETS

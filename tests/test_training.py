@@ -1,0 +1,151 @@
+"""End-to-end training: every arch at every scale, checkpoints, bit-exact resume, SIGKILL recovery."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from basicsr_ext.train import train_pipeline
+from basicsr_ext.utils.checkpoint import find_resume_state, load_checkpoint
+from conftest import REPO
+
+ARCHS = {
+    'MSRResNet': lambda s: dict(type='MSRResNet', num_feat=8, num_block=2, upscale=s),
+    'RRDBNetAnyScale': lambda s: dict(type='RRDBNetAnyScale', num_feat=8, num_block=1, num_grow_ch=4, scale=s),
+}
+
+
+def tiny_options(exp_root, scale=4, arch='MSRResNet', total_iter=6, **train):
+    return {
+        'name': 'tiny',
+        'model_type': 'BlindSRModel',
+        'scale': scale,
+        'num_gpu': 0,
+        'manual_seed': 7,
+        'datasets': {
+            'train': {'name': 'photos', 'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 24,
+                      'patches_per_image': 8, 'batch_size_per_gpu': 4},
+            'val': {'name': 'heldout', 'type': 'SkimagePhotosDataset', 'photos': ['chelsea'], 'max_size': 48},
+        },
+        'network_g': ARCHS[arch](scale),
+        'path': {'experiments_root': str(exp_root)},
+        'train': {'total_iter': total_iter, 'ema_decay': 0.9,
+                  'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [4], 'gamma': 0.5},
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, **train},
+        'val': {'val_freq': 3, 'pbar': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': scale}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 3},
+    }
+
+
+def write_options(tmp_path, opt, name='opt.yml'):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(opt))
+    return str(path)
+
+
+def run(tmp_path, opt, *extra, name='opt.yml'):
+    assert train_pipeline(['-opt', write_options(tmp_path, opt, name), *extra]) == 0
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+@pytest.mark.parametrize('arch', sorted(ARCHS))
+def test_each_arch_trains_at_each_scale(tmp_path, arch, scale):
+    exp = tmp_path / 'exp'
+    run(tmp_path, tiny_options(exp, scale, arch, total_iter=3))
+    ckpt = load_checkpoint(exp / 'models' / 'net_g_3.pth')
+    assert set(ckpt) == {'params', 'params_ema'}
+    assert not any(k.startswith('regularizers') for k in ckpt['params'])
+    state = load_checkpoint(exp / 'training_states' / '3.state')
+    assert state['iter'] == 3 and set(state['rng']) >= {'python', 'numpy', 'torch'}
+    assert (exp / 'opt.yml').exists()  # the options are copied into the experiment
+    log = next(exp.glob('train_tiny_*.log')).read_text()
+    assert 'it/s' in log and 'eta:' in log and 'mem:' in log and 'l_pix:' in log
+    assert 'Final validation on heldout at iteration 3: psnr:' in log
+
+
+def test_checkpoints_load_into_bare_basicsr_archs(tmp_path):
+    from basicsr.archs.srresnet_arch import MSRResNet
+    exp = tmp_path / 'exp'
+    run(tmp_path, tiny_options(exp, total_iter=3))
+    ckpt = torch.load(exp / 'models' / 'net_g_3.pth', weights_only=True)
+    net = MSRResNet(num_feat=8, num_block=2, upscale=4)
+    net.load_state_dict(ckpt['params_ema'], strict=True)
+
+
+def test_resumed_run_is_bit_identical_to_uninterrupted_run(tmp_path):
+    straight = tmp_path / 'straight'
+    run(tmp_path, tiny_options(straight, total_iter=6), name='a.yml')
+
+    resumed = tmp_path / 'resumed'
+    run(tmp_path, tiny_options(resumed, total_iter=3), name='b.yml')
+    run(tmp_path, tiny_options(resumed, total_iter=6), '--auto_resume', name='b.yml')
+
+    a = load_checkpoint(straight / 'models' / 'net_g_6.pth')
+    b = load_checkpoint(resumed / 'models' / 'net_g_6.pth')
+    for key in ('params', 'params_ema'):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f'{key}.{name} differs after resume'
+    sa = load_checkpoint(straight / 'training_states' / '6.state')
+    sb = load_checkpoint(resumed / 'training_states' / '6.state')
+    assert sa['schedulers'] == sb['schedulers'] and (sa['epoch'], sa['sampler_position']) == (sb['epoch'],
+                                                                                             sb['sampler_position'])
+    assert torch.equal(sa['rng']['torch'], sb['rng']['torch'])
+    log = next(resumed.glob('train_tiny_*.log'), None)
+    assert log is not None
+
+
+def test_explicit_resume_state_and_corrupt_newest_checkpoint(tmp_path):
+    exp = tmp_path / 'exp'
+    run(tmp_path, tiny_options(exp, total_iter=6))
+    states, models = exp / 'training_states', exp / 'models'
+    # a truncated newest state (e.g. from a tool that does not write atomically) is skipped
+    (states / '9.state').write_bytes((states / '6.state').read_bytes()[:100])
+    (models / 'net_g_9.pth').write_bytes((models / 'net_g_6.pth').read_bytes())
+    assert find_resume_state(str(states), str(models)) == str(states / '6.state')
+    # a state without its weights is skipped too
+    (states / '12.state').write_bytes((states / '6.state').read_bytes())
+    assert find_resume_state(str(states), str(models)) == str(states / '6.state')
+
+
+def _wait_for(path_glob, needle, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        for log in path_glob():
+            if needle in log.read_text():
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sigkill_then_auto_resume_reaches_the_same_weights(tmp_path):
+    total = 16
+    reference = tmp_path / 'reference'
+    run(tmp_path, tiny_options(reference, total_iter=total), name='ref.yml')
+
+    exp = tmp_path / 'killed'
+    opt = tiny_options(exp, total_iter=total)
+    opt['logger']['save_checkpoint_freq'] = 2
+    opt_file = write_options(tmp_path, opt, 'killed.yml')
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONUNBUFFERED='1')
+    proc = subprocess.Popen([sys.executable, str(REPO / 'train.py'), '-opt', opt_file], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(lambda: exp.glob('train_tiny_*.log'), 'iter:       7/', 240), 'training did not start'
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    newest = find_resume_state(str(exp / 'training_states'), str(exp / 'models'))
+    assert newest is not None and int(os.path.basename(newest).split('.')[0]) < total
+
+    opt['logger']['save_checkpoint_freq'] = 3
+    run(tmp_path, opt, '--auto_resume', name='killed.yml')
+    a = load_checkpoint(reference / 'models' / f'net_g_{total}.pth')['params']
+    b = load_checkpoint(exp / 'models' / f'net_g_{total}.pth')['params']
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(exp.glob('models/.*.tmp')) and not list(exp.glob('training_states/.*.tmp'))
