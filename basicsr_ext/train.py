@@ -2,7 +2,6 @@
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 
@@ -10,27 +9,13 @@ import torch
 from basicsr.utils import get_time_str, set_random_seed
 from basicsr.utils import logger as basicsr_logger
 
-from .data import build_dataset, build_train_loader, build_val_loader
+from .data import build_dataset, build_train_loader, build_val_loader, sample_seed
 from .models import build_model
 from .utils import dist as dist_util
 from .utils.checkpoint import (atomic_save, find_resume_state, get_rng_states, load_checkpoint, prune_checkpoints,
                                set_rng_states)
 from .utils.options import OptionError, load_options, make_parser, resolve_num_gpu
 from .utils.progress import ProgressLogger
-
-
-class StopRequest:
-    """Turns SIGTERM/SIGINT into a flag checked between iterations (a checkpoint is saved, then exit)."""
-
-    def __init__(self):
-        self.signal = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl+C stops at once
-        self.signal = signum
 
 
 def _prepare_dirs(opt, resuming):
@@ -74,16 +59,41 @@ def _tb_logger(opt, rank):
 
 
 def save_checkpoint(model, opt, epoch, position, current_iter, logger):
-    """Weights first, then the training state: a .state file only exists once its weights do."""
+    """Weights first, then the training state: a .state file only exists once its weights do.
+
+    Every rank contributes its own random streams (``ranks``); ``rng`` stays rank 0's for tools
+    that read single-process states.
+    """
+    ranks = dist_util.gather_objects({'rng': get_rng_states(), **model.rank_state()})
     if opt['rank'] == 0:
         paths = opt['path']
         model.save_network_atomic(os.path.join(paths['models'], f'net_g_{current_iter}.pth'))
-        state = {'epoch': epoch, 'iter': current_iter, 'sampler_position': position, 'rng': get_rng_states()}
+        state = {'epoch': epoch, 'iter': current_iter, 'sampler_position': position, 'rng': ranks[0]['rng'],
+                 'ranks': ranks}
         state.update(model.training_state())
         atomic_save(state, os.path.join(paths['training_states'], f'{current_iter}.state'))
         prune_checkpoints(paths['training_states'], paths['models'], opt['logger'].get('keep_checkpoints', 0))
         logger.info(f'Saved checkpoint at iteration {current_iter:,d}.')
     dist_util.barrier()
+
+
+def _weights_of(state_path, it, models_dir):
+    """The net_g file beside ``<root>/training_states/<it>.state``, so a state of another run resumes too."""
+    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(state_path))), 'models', f'net_g_{it}.pth')
+    return beside if os.path.isfile(beside) else os.path.join(models_dir, f'net_g_{it}.pth')
+
+
+def _restore_rank_state(model, state, opt, logger):
+    ranks = state.get('ranks') or [{'rng': state['rng']}]
+    if len(ranks) == opt['world_size']:
+        own = ranks[opt['rank']]
+        set_rng_states(own['rng'])
+        model.load_rank_state(own)
+        return
+    # the per-process streams cannot be mapped onto another number of processes: start new ones
+    logger.warning(f"The checkpoint was written by {len(ranks)} process(es), this run has {opt['world_size']}: "
+                   'their random streams start afresh.')
+    set_random_seed(sample_seed('resume', opt['manual_seed'], opt['rank'], state['iter']))
 
 
 def _val_loaders(opt):
@@ -112,7 +122,8 @@ def train_pipeline(argv=None):
         return 2
     use_cuda = opt['num_gpu'] > 0
     rank, world, local_rank = dist_util.init_dist(args.launcher, use_cuda, opt['dist_params']['backend'],
-                                                  opt['dist_params']['port'], opt['dist_params']['timeout'])
+                                                  opt['dist_params']['port'], opt['dist_params']['timeout'],
+                                                  args.local_rank)
     opt.update(rank=rank, world_size=world, local_rank=local_rank, dist=world > 1 or args.launcher != 'none')
     if use_cuda and opt['dist']:
         opt['num_gpu'] = 1
@@ -122,8 +133,9 @@ def train_pipeline(argv=None):
 
     paths = opt['path']
     resume_path = paths.get('resume_state')
-    if resume_path is None and args.auto_resume:
+    if resume_path is None and args.auto_resume and rank == 0:
         resume_path = find_resume_state(paths['training_states'], paths['models'])
+    resume_path = dist_util.broadcast_object(resume_path)  # one decision, even without a shared file system
     if rank == 0:
         _prepare_dirs(opt, resuming=resume_path is not None)
     dist_util.barrier()
@@ -134,6 +146,7 @@ def train_pipeline(argv=None):
     train_opt = opt['datasets']['train']
     train_set = build_dataset(train_opt)
     loader, sampler = build_train_loader(train_set, train_opt, opt['manual_seed'], world, rank)
+    dist_util.shield_workers(loader)
     val_loaders = _val_loaders(opt)
     iters_per_epoch = len(loader)
     total_iter = opt['train']['total_iter']
@@ -145,13 +158,13 @@ def train_pipeline(argv=None):
     if resume_path:
         state = load_checkpoint(resume_path)
         start_iter, epoch, position = state['iter'], state['epoch'], state['sampler_position']
-        model.load_network_state(load_checkpoint(os.path.join(paths['models'], f'net_g_{start_iter}.pth')))
+        model.load_network_state(load_checkpoint(_weights_of(resume_path, start_iter, paths['models'])))
         model.resume_training(state)
-        set_rng_states(state['rng'])
+        _restore_rank_state(model, state, opt, logger)
         logger.info(f'Resumed from {resume_path} (iteration {start_iter:,d}, epoch {epoch}).')
 
     progress = ProgressLogger(opt, start_iter, logger, tb_logger)
-    stop = StopRequest()
+    stop = dist_util.StopRequest()
     log_cfg, val_cfg = opt['logger'], opt['val']
     current_iter = start_iter
     results = {}
@@ -174,6 +187,7 @@ def train_pipeline(argv=None):
                 save_checkpoint(model, opt, epoch, position, current_iter, logger)
             if stopping:
                 logger.info(f'Stopped by signal at iteration {current_iter:,d}; continue with --auto_resume.')
+                stop.restore()
                 dist_util.cleanup()
                 return 0
             if val_loaders and (current_iter % int(val_cfg['val_freq']) == 0 or current_iter == total_iter):
@@ -193,5 +207,6 @@ def train_pipeline(argv=None):
     if tb_logger:
         tb_logger.close()
     logger.info(f'Training finished. Checkpoints are in {paths["models"]}')
+    stop.restore()
     dist_util.cleanup()
     return 0

@@ -163,7 +163,9 @@ class BlindSRModel(SRModel):
 
     # ------------------------------------------------------------------ testing
     def test(self):
-        net = getattr(self, 'net_g_ema', None) or self.net_g
+        # the bare network: a DDP forward may broadcast buffers, a collective that ranks with
+        # different numbers of validation images would not all join
+        net = self.get_bare_model(getattr(self, 'net_g_ema', None) or self.net_g)
         was_training = net.training
         net.eval()
         val = self.opt.get('val') or {}
@@ -244,6 +246,14 @@ class BlindSRModel(SRModel):
         if self.degradation is not None:
             state['degradation'] = self.degradation.state_dict()
         return state
+
+    def rank_state(self):
+        """What differs between ranks (the degradation's random stream); the loop saves it for every rank."""
+        return {'degradation': self.degradation.state_dict()} if self.degradation is not None else {}
+
+    def load_rank_state(self, state):
+        if self.degradation is not None and 'degradation' in state:
+            self.degradation.load_state_dict(state['degradation'])
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
