@@ -157,10 +157,10 @@ def image_seed(seed, name, spec, scale):
 
     sha256 instead of ``hash()``, which is salted per interpreter. The canonical spec is hashed, so
     ``'b+n'`` and ``'b2+n20'`` draw the same noise; the scale is hashed too, so the x2 and x4 noise
-    fields are independent.
+    fields are independent. 32 bits, the seed range of ``np.random.RandomState``.
     """
     key = f'{int(seed)}|x{int(scale)}|{name}|{parse_degradation(spec).name}'
-    return int.from_bytes(hashlib.sha256(key.encode('utf-8')).digest()[:8], 'little')
+    return int.from_bytes(hashlib.sha256(key.encode('utf-8')).digest()[:4], 'little')
 
 
 def mod_crop(img, scale):
@@ -246,7 +246,9 @@ def degrade_image(hr, spec, scale, seed=0, name='', protocol='reflash'):
         img = cv2.GaussianBlur(img, (k, k), deg.blur_sigma)
     img = _downsample(img, scale, protocol)
     if deg.noise_sigma is not None:
-        rng = np.random.default_rng(image_seed(seed, name, deg, scale))
+        # RandomState, not Generator: NumPy freezes the legacy stream across releases, so the files
+        # stay byte-identical after a NumPy upgrade (and it draws normals as np.random.normal does)
+        rng = np.random.RandomState(image_seed(seed, name, deg, scale))
         img = _add_noise(img, deg.noise_sigma, rng)
     if deg.jpeg_quality is not None:
         img = _jpeg(img, deg.jpeg_quality)
@@ -360,7 +362,8 @@ def generate_testsets(hr_dir, out_dir, scale=4, degradations=None, seed=0, proto
     for dirname in ['HR'] + [set_dirname(s, protocol) for s in specs]:
         (root / dirname).mkdir(parents=True, exist_ok=True)
     jobs = [(src, root, scale, specs, int(seed), protocol) for src in files]
-    bar = tqdm(total=len(jobs), unit='img', desc=f'{Path(hr_dir).name} x{scale}', disable=not progress)
+    label = '/'.join(Path(hr_dir).resolve().parts[-2:])  # 'Set5/HR' says more than 'HR'
+    bar = tqdm(total=len(jobs), unit='img', desc=f'{label} x{scale}', disable=not progress)
     results = []
     workers = max(1, min(int(workers), len(jobs)))
     if workers == 1:
