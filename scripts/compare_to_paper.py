@@ -1,0 +1,64 @@
+"""Print our benchmark table beside a published one, with the difference in every shared cell.
+
+Example:
+    python scripts/compare_to_paper.py --ours results/benchmark_reflash_x4/table.csv \
+        --paper /path/to/paper_tables.csv --table T1 \
+        --config-map SRResNet_baseline=Original SRResNet_dropout=Dropout SRResNet_EATS=EATS
+
+Our model names, archs and dataset names are translated with the --*-map options (MSRResNet ->
+SRResNet and RRDBNetAnyScale -> RRDBNet are built in). With --out PREFIX, PREFIX.md and
+PREFIX.csv (one line per matched cell) are written too.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
+from basicsr_ext.metrics.paper_compare import compare_files  # noqa: E402
+
+
+def _mapping(items, flag):
+    out = {}
+    for item in items or []:
+        if '=' not in item:
+            raise SystemExit(f"error: {flag} expects OURS=PAPER pairs, got '{item}'")
+        ours, paper = item.split('=', 1)
+        out[ours] = paper
+    return out
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n', 2)[2])
+    parser.add_argument('--ours', required=True, help='our table.csv (written by test.py)')
+    parser.add_argument('--paper', required=True, help='published table CSV: table,arch,scale,dataset,config,<degs>')
+    parser.add_argument('--table', default=None, help="compare with this table only (e.g. 'T1')")
+    parser.add_argument('--config-map', nargs='+', default=[], metavar='OURS=PAPER',
+                        help='our model name -> the paper config, e.g. SRResNet_EATS=EATS')
+    parser.add_argument('--arch-map', nargs='+', default=[], metavar='OURS=PAPER', help='e.g. HAN=HAN-lite')
+    parser.add_argument('--dataset-map', nargs='+', default=[], metavar='OURS=PAPER', help='e.g. B100=BSD100')
+    parser.add_argument('--metric', default='psnr', choices=('psnr', 'ssim'), help='which of our rows (default psnr)')
+    parser.add_argument('--decimals', type=int, default=2, help='decimals printed (default 2)')
+    parser.add_argument('--out', default=None, help='also write OUT.md and OUT.csv')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        text = compare_files(args.ours, args.paper, table=args.table, configs=_mapping(args.config_map, '--config-map'),
+                             archs=_mapping(args.arch_map, '--arch-map'),
+                             datasets=_mapping(args.dataset_map, '--dataset-map'), metric=args.metric,
+                             out_prefix=args.out, decimals=args.decimals)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Super-resolve an image or a folder of images with a trained checkpoint.
+
+Examples:
+    python scripts/inference.py -i photo.png -o out/ --model experiments/SRResNet_x4_demo/models/net_g_600.pth \
+        --arch options/demo/SRResNet_x4_demo.yml
+    python scripts/inference.py -i LR/ -o SR/ --model net_g.pth --arch MSRResNet --arch_opt num_feat=32 num_block=8 \
+        --scale 4 --tile 256 --tile_pad 16
+
+Writes ``<out>/<name>_out.png`` per image. Gray in -> gray out; an alpha channel is upscaled
+with bicubic interpolation and re-attached; 16-bit PNGs give 16-bit PNGs.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
+
+
+def _kv(item):
+    if '=' not in item:
+        raise argparse.ArgumentTypeError(f"expected key=value, got '{item}'")
+    from basicsr_ext.utils.options import yaml_load
+    key, value = item.split('=', 1)
+    return key, yaml_load(value)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n', 2)[2])
+    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
+    parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth)')
+    parser.add_argument('--arch', required=True,
+                        help='registered architecture name (e.g. MSRResNet) or an options YAML with network_g')
+    parser.add_argument('--arch_opt', type=_kv, nargs='+', default=[], metavar='KEY=VALUE',
+                        help='architecture arguments, e.g. num_feat=32 num_block=8')
+    parser.add_argument('--scale', type=int, default=None,
+                        help='expected scale; with an arch name it also sets the upscale argument (default 4 then)')
+    parser.add_argument('--tile', type=int, default=0, help='tile size in LR pixels (0: whole image)')
+    parser.add_argument('--tile_pad', type=int, default=16, help='context around each tile, in LR pixels')
+    parser.add_argument('--param_key', default='auto', choices=('auto', 'params', 'params_ema'),
+                        help='weights to load (auto: params_ema if present, else params)')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
+    parser.add_argument('--amp', default=None, choices=('fp16', 'bf16'), help='mixed precision (CUDA only)')
+    parser.add_argument('--suffix', default='out', help="output name suffix (default 'out': <name>_out.png)")
+    parser.add_argument('--no_progress', action='store_true', help='hide the progress bar')
+    return parser.parse_args(argv)
+
+
+def _inputs(path, suffix):
+    from basicsr_ext.data.image_io import list_images
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise FileNotFoundError(f"input '{path}' does not exist")
+    files = [path / p for p in list_images(path) if not Path(p).stem.endswith(f'_{suffix}')]
+    if not files:
+        raise FileNotFoundError(f"no images in input folder '{path}'")
+    return files
+
+
+def run(args):
+    import cv2
+    from tqdm import tqdm
+
+    from basicsr_ext.data.image_io import imread_unchanged
+    from basicsr_ext.utils.inference import (load_network, read_arch_options, resolve_device, set_net_scale,
+                                             upscale_array)
+
+    files = _inputs(args.input, args.suffix)
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"checkpoint '{args.model}' does not exist")
+    is_file = str(args.arch).lower().endswith(('.yml', '.yaml'))
+    net_opt = read_arch_options(args.arch, dict(args.arch_opt))
+    if not is_file and not any(k in dict(args.arch_opt) for k in ('upscale', 'scale')):
+        net_opt = set_net_scale(net_opt, args.scale or 4)
+    device = resolve_device(args.device)
+    net, scale = load_network(net_opt, args.model, args.param_key, args.scale, device)
+    os.makedirs(args.output, exist_ok=True)
+    written = []
+    for path in tqdm(files, unit='img', desc=f'×{scale}', disable=args.no_progress):
+        img = imread_unchanged(path)
+        out = upscale_array(net, img, scale, args.tile, args.tile_pad, device, args.amp or False, name=str(path))
+        dst = os.path.join(args.output, f'{path.stem}_{args.suffix}.png')
+        if not cv2.imwrite(dst, out):
+            raise OSError(f"could not write '{dst}'")
+        written.append(dst)
+    return written
+
+
+def main(argv=None):
+    from basicsr_ext.data.image_io import ImageReadError, ImageTooSmallError
+    from basicsr_ext.models.sr_model import CheckpointMismatchError
+    args = parse_args(argv)
+    try:
+        written = run(args)
+    except (FileNotFoundError, ImageReadError, ImageTooSmallError, CheckpointMismatchError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(f'{len(written)} image(s) written to {args.output}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
