@@ -1,9 +1,11 @@
 """Distributed training on CPU with gloo: 2 processes under torchrun, srun-style and alone.
 
-Starting a Python process that imports torch and basicsr takes seconds on a loaded machine,
-so each launch runs several trainings in a row through a small harness (written to tmp_path)
-that also dumps every rank's final weights and validation results, and can slow iterations
-down so that a signal reliably lands mid-run.
+Starting a Python process that imports torch and basicsr takes seconds (far more on a loaded
+machine), so the file launches few of them: the three signal experiments (SIGTERM to one
+process, SIGTERM to torchrun, SIGKILL of one of two srun-style ranks) start together, then one
+torchrun launch runs every other 2-process training in a row through a small harness (written
+to tmp_path) that dumps each rank's final weights and validation results and can slow
+iterations down so that a signal lands mid-run. Single-process references run in this process.
 """
 import json
 import os
@@ -12,26 +14,33 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 
-from basicsr_ext.data import ResumableSampler
+from basicsr_ext import train
+from basicsr_ext.data import DEGRADATION_TYPES, ResumableSampler
+from basicsr_ext.models import build_model
 from basicsr_ext.regularizers import REGULARIZER_REGISTRY
 from basicsr_ext.utils import dist as dist_util
 from basicsr_ext.utils.checkpoint import find_resume_state, load_checkpoint
-from basicsr_ext.utils.options import make_parser
+from basicsr_ext.utils.options import load_options, make_parser
 from conftest import REPO
 
 TOTAL = 16  # 4 epochs of 4 iterations: the sampler is reseeded three times
 BATCH = 2  # per process; the single-process reference uses 2 × BATCH
-LAUNCH_TIMEOUT = 240
+LAUNCH_TIMEOUT = 300
+STOP_AFTER = 'iter:       3/'  # signal once this line is logged
+DEAD_RANK_BOUND = 60  # seconds; the run's collective timeout is 30
 
 HARNESS = r'''
-import json, os, sys, time
+import datetime, json, os, sys, time
 import basicsr_ext  # noqa: F401
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from basicsr_ext import train
 from basicsr_ext.models.sr_model import BlindSRModel
 from basicsr_ext.regularizers import REGULARIZER_REGISTRY
@@ -76,10 +85,24 @@ if eats is not None and hasattr(eats, 'draw_pairs'):
 
     eats.draw_pairs = record_draws
 
+
+def teacher_report(model):
+    for reg in model.regularizers:
+        teacher = reg.__dict__.get('teacher')
+        if teacher is not None:
+            wrapped = {id(p) for p in model.net_g.parameters()}
+            return {'ddp': isinstance(teacher, DistributedDataParallel),
+                    'in_student': any(id(p) in wrapped for p in teacher.parameters()),
+                    'requires_grad': any(p.requires_grad for p in teacher.parameters()),
+                    'has_grad': any(p.grad is not None for p in teacher.parameters()),
+                    'forwards': getattr(reg, 'teacher_forwards', None),
+                    'weights': {k: v.flatten()[:4].tolist() for k, v in teacher.state_dict().items()}}
+    return None
+
+
 if 'TORCHELASTIC_RUN_ID' in os.environ:
-    # one group for all runs: train_pipeline uses a group it finds (a destroyed one cannot be re-created
-    # on torchrun's store)
-    import datetime
+    # one group for all runs, which train_pipeline uses as it finds it: a destroyed default group
+    # cannot be created again on torchrun's store
     torch.distributed.init_process_group('gloo', timeout=datetime.timedelta(seconds=60))
 for argv in json.loads(sys.argv[1]):
     captured.clear()
@@ -90,14 +113,14 @@ for argv in json.loads(sys.argv[1]):
     rank, root = model.opt['rank'], model.opt['path']['experiments_root']
     net = model.get_bare_model(model.net_g)
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, os.path.join(root, f'final_rank{rank}.pth'))
-    grads = {k: p.grad is not None for k, p in net.named_parameters()}
     with open(os.path.join(root, f'final_rank{rank}.json'), 'w') as f:
-        json.dump({'val': captured.get('val'), 'eats': captured.get('eats'), 'has_grad': grads}, f)
+        json.dump({'val': captured.get('val'), 'eats': captured.get('eats'), 'teacher': teacher_report(model),
+                   'has_grad': {k: p.grad is not None for k, p in net.named_parameters()}}, f)
 '''
 
 
 # ----------------------------------------------------------------------------- helpers
-def options(root, batch=BATCH, total=TOTAL, workers=0, **train):
+def options(root, batch=BATCH, total=TOTAL, workers=0, **train_opt):
     return {
         'name': 'dist',
         'model_type': 'BlindSRModel',
@@ -116,11 +139,19 @@ def options(root, batch=BATCH, total=TOTAL, workers=0, **train):
         'path': {'experiments_root': str(root)},
         'train': {'total_iter': total, 'optim_g': {'type': 'Adam', 'lr': 2e-3, 'betas': [0.9, 0.99]},
                   'scheduler': {'type': 'MultiStepLR', 'milestones': [12], 'gamma': 0.5},
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, **train},
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, **train_opt},
         'val': {'val_freq': 8, 'pbar': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 8},
         'dist_params': {'timeout': 60},
     }
+
+
+def probe():
+    return {'regularizers': [{'type': 'NoiseProbe'}]}
+
+
+def registered(name):
+    return name in REGULARIZER_REGISTRY
 
 
 def argv(tmp, name, opt, *extra, launcher='pytorch'):
@@ -135,59 +166,52 @@ def free_port():
         return s.getsockname()[1]
 
 
-def environment(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', **extra)
-    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
-        env.pop(key, None)
-    return env
+class Launch:
+    """One harness process (or torchrun with ``nproc`` harness workers) in its own session, output to a file."""
+
+    def __init__(self, tmp, name, runs, nproc=1, **env):
+        harness = tmp / 'harness.py'
+        harness.write_text(HARNESS)
+        cmd = [sys.executable, str(harness), json.dumps(runs)]
+        if nproc > 1:
+            cmd[1:1] = ['-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', '--master_addr=127.0.0.1',
+                        f'--master_port={free_port()}']
+        environ = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK',
+                                                                    'MASTER_ADDR', 'MASTER_PORT')}
+        environ.update(OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', **env)
+        self.log = tmp / f'{name}.out'
+        with open(self.log, 'w') as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environ,
+                                         start_new_session=True)
+
+    def signal(self, sig):
+        os.killpg(self.proc.pid, sig)  # the whole group, as a terminal or a scheduler would
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if self.proc.poll() is None:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(30)
+
+    def tail(self, n=40):
+        lines = self.log.read_text(errors='replace').splitlines()[-n:]
+        return f'\n--- {self.log.name} ---\n' + '\n'.join(lines)
 
 
-def harness_command(tmp, runs, nproc):
-    harness = tmp / 'harness.py'
-    harness.write_text(HARNESS)
-    if nproc == 1:
-        return [sys.executable, str(harness), json.dumps(runs)]
-    return [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', '--master_addr=127.0.0.1',
-            f'--master_port={free_port()}', str(harness), json.dumps(runs)]
-
-
-def start(tmp, runs, nproc, log_name, **env):
-    log = open(tmp / log_name, 'w')
-    return subprocess.Popen(harness_command(tmp, runs, nproc), stdout=log, stderr=subprocess.STDOUT,
-                            env=environment(**env), start_new_session=True)
-
-
-def launch(tmp, runs, nproc, log_name):
-    proc = start(tmp, runs, nproc, log_name)
-    try:
-        proc.wait(LAUNCH_TIMEOUT)
-    finally:
-        _kill(proc)
-    assert proc.returncode == 0, tail(tmp / log_name)
-
-
-def _kill(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-
-
-def tail(path, n=40):
-    return f'\n--- {path.name} ---\n' + '\n'.join(path.read_text(errors='replace').splitlines()[-n:])
-
-
-def wait_for_log(root, needle, proc, timeout=LAUNCH_TIMEOUT):
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        for log in root.glob('train_dist_*.log'):
-            if needle in log.read_text(errors='replace'):
-                return True
-        time.sleep(0.1)
-    return False
+def logged(root, needle):
+    return any(needle in log.read_text(errors='replace') for log in root.glob('train_dist_*.log'))
 
 
 def weights(root, rank=0):
     return torch.load(root / f'final_rank{rank}.pth', weights_only=True)
+
+
+def checkpoint_weights(root, it=TOTAL):
+    return load_checkpoint(root / 'models' / f'net_g_{it}.pth')['params']
 
 
 def report(root, rank=0):
@@ -195,6 +219,8 @@ def report(root, rank=0):
 
 
 def assert_same(a, b, exact=True, what=''):
+    a = {k: v for k, v in a.items() if not k.startswith('regularizers.')}
+    b = {k: v for k, v in b.items() if not k.startswith('regularizers.')}
     assert a.keys() == b.keys()
     for k in a:
         if exact:
@@ -208,42 +234,126 @@ def newest_iter(root):
     return None if state is None else int(os.path.basename(state).split('.')[0])
 
 
-def probe():
-    return {'regularizers': [{'type': 'NoiseProbe'}]}
+@contextmanager
+def one_thread():
+    # the subprocesses run with one thread; so do the in-process references, for bit-equal results
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def registered(name):
-    return name in REGULARIZER_REGISTRY
+def train_here(run_argv):
+    """train_pipeline in this process; returns the last validation results."""
+    results = {}
+    validate_all = train.validate_all
+
+    def capture(*args):
+        results.update(validate_all(*args))
+        return results
+
+    with pytest.MonkeyPatch.context() as mp, one_thread():
+        mp.setattr(train, 'validate_all', capture)
+        assert train.train_pipeline(run_argv) == 0
+    return results
 
 
-# ----------------------------------------------------------------------------- one 2-process launch, many runs
+# ----------------------------------------------------------------------------- the launches
 @pytest.fixture(scope='module')
-def two_proc(tmp_path_factory):
-    """2 processes × batch 2: baseline, a per-rank-random run, its resume from iteration 8, regularizers."""
-    tmp = tmp_path_factory.mktemp('two_proc')
-    roots = {name: tmp / name for name in ('baseline', 'probe', 'resumed', 'eats', 'adaptive')}
+def launched(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('dist')
+    roots = SimpleNamespace(**{name: tmp / name for name in (
+        'stopped_single', 'stopped_torchrun', 'dead', 'baseline', 'probe', 'resumed', 'eats', 'adaptive', 'eco')})
+    out = SimpleNamespace(roots=roots, tmp=tmp)
+
+    # 1. the signal experiments, together
+    out.stopped_single_argv = argv(tmp, 'stopped_single', options(roots.stopped_single, batch=2 * BATCH, workers=1),
+                                   launcher='none')
+    stopped_torchrun_argv = argv(tmp, 'stopped_torchrun', options(roots.stopped_torchrun, **probe()))
+    single = Launch(tmp, 'stopped_single', [out.stopped_single_argv], HARNESS_ITER_SLEEP='0.4')
+    torchrun = Launch(tmp, 'stopped_torchrun', [stopped_torchrun_argv], nproc=2, HARNESS_ITER_SLEEP='0.4')
+    dead_argv = argv(tmp, 'dead', options(roots.dead, total=400), '--force_yml', 'dist_params:timeout=30',
+                     launcher='slurm')
+    port = str(free_port())
+    dead = [Launch(tmp, f'dead_rank{r}', [dead_argv], SLURM_PROCID=str(r), SLURM_NTASKS='2', SLURM_LOCALID=str(r),
+                   SLURM_NODELIST='localhost', MASTER_PORT=port, HARNESS_ITER_SLEEP='0.2') for r in (0, 1)]
+    actions = {
+        'stopped_single': (single, roots.stopped_single, lambda: single.signal(signal.SIGTERM)),
+        'stopped_torchrun': (torchrun, roots.stopped_torchrun, lambda: torchrun.signal(signal.SIGTERM)),
+        'dead': (dead[0], roots.dead, lambda: dead[1].signal(signal.SIGKILL)),
+    }
+    out.signalled = {}
+    deadline = time.time() + LAUNCH_TIMEOUT
+    while len(out.signalled) < len(actions) and time.time() < deadline:
+        for name, (launch, root, act) in actions.items():
+            if name not in out.signalled and launch.proc.poll() is None and logged(root, STOP_AFTER):
+                act()
+                out.signalled[name] = time.time()
+            elif name not in out.signalled and launch.proc.poll() is not None:
+                out.signalled[name] = None  # ended before the signal: the tests report it
+        time.sleep(0.1)
+    # every process ends by itself: bound each wait from its signal
+    ended = {}
+    watched = {'stopped_single': single, 'stopped_torchrun': torchrun, 'dead': dead[0], 'dead_rank1': dead[1]}
+    start = time.time()
+    while len(ended) < len(watched) and time.time() - start < 90:
+        for name, launch in watched.items():
+            if name not in ended and launch.proc.poll() is not None:
+                ended[name] = time.time()
+        time.sleep(0.1)
+    out.rc = {name: launch.wait(0) for name, launch in watched.items()}  # kills what still runs
+    since = out.signalled.get('dead')
+    out.dead_elapsed = ended['dead'] - since if since and 'dead' in ended else None
+    out.single_tail, out.torchrun_tail = single.tail(), torchrun.tail()
+    out.dead_tail = dead[0].tail() + dead[1].tail()
+    out.stopped_at = {name: newest_iter(getattr(roots, name)) for name in ('stopped_single', 'stopped_torchrun')}
+
+    # 2. every other 2-process run, in one torchrun launch
     runs = [
-        argv(tmp, 'baseline', options(roots['baseline'])),
-        argv(tmp, 'probe', options(roots['probe'], **probe())),
-        argv(tmp, 'resumed', options(roots['resumed'], **probe()), '--force_yml',
-             f"path:resume_state={roots['probe'] / 'training_states' / '8.state'}"),
+        argv(tmp, 'baseline', options(roots.baseline)),
+        argv(tmp, 'probe', options(roots.probe, **probe())),
+        argv(tmp, 'resumed', options(roots.resumed, **probe()), '--force_yml',
+             f'path:resume_state={roots.probe / "training_states" / "8.state"}'),
+        stopped_torchrun_argv + ['--auto_resume'],
     ]
     if registered('EATS'):
-        runs.append(argv(tmp, 'eats', options(roots['eats'], total=6, regularizers=[{'type': 'EATS'}])))
+        runs.append(argv(tmp, 'eats', options(roots.eats, total=6, regularizers=[{'type': 'EATS'}])))
     if registered('AdaptiveDropout'):
         adaptive = [{'type': 'AdaptiveDropout', 'implicit': True, 'w_mode': 'vector', 'interval': 0}]
-        runs.append(argv(tmp, 'adaptive', options(roots['adaptive'], total=6, regularizers=adaptive)))
-    launch(tmp, runs, 2, 'torchrun.log')
-    return roots
+        runs.append(argv(tmp, 'adaptive', options(roots.adaptive, total=6, regularizers=adaptive)))
+    if registered('ECO'):
+        eco = [{'type': 'ECO', 'teacher_path': str(roots.baseline / 'models' / f'net_g_{TOTAL}.pth'),
+                'teacher_param_key': 'params', 'schedule_iters': 12}]
+        runs.append(argv(tmp, 'eco', options(roots.eco, total=6, regularizers=eco)))
+    many = Launch(tmp, 'torchrun', runs, nproc=2)
+    out.many_rc, out.many_tail = many.wait(LAUNCH_TIMEOUT), many.tail()
+    return out
 
 
+@pytest.fixture(scope='module')
+def two_proc(launched):
+    assert launched.many_rc == 0, launched.many_tail
+    return launched.roots
+
+
+@pytest.fixture(scope='module')
+def single_reference(tmp_path_factory):
+    """1 process × batch 2b, trained in this process."""
+    tmp = tmp_path_factory.mktemp('single')
+    train_here(argv(tmp, 'single', options(tmp / 'single', batch=2 * BATCH), launcher='none'))
+    return tmp / 'single'
+
+
+# ----------------------------------------------------------------------------- 2 processes
 def test_weights_are_identical_on_every_rank(two_proc):
-    for name in ('baseline', 'probe'):
-        assert_same(weights(two_proc[name], 0), weights(two_proc[name], 1), what=f'{name}: rank 1 ')
+    for root in (two_proc.baseline, two_proc.probe):
+        assert_same(weights(root, 0), weights(root, 1), what=f'{root.name}: rank 1 ')
 
 
 def test_checkpoint_holds_every_ranks_random_state(two_proc):
-    state = load_checkpoint(two_proc['probe'] / 'training_states' / f'{TOTAL}.state')
+    state = load_checkpoint(two_proc.probe / 'training_states' / f'{TOTAL}.state')
     ranks = state['ranks']
     assert len(ranks) == 2 and not torch.equal(ranks[0]['rng']['torch'], ranks[1]['rng']['torch'])
     assert torch.equal(state['rng']['torch'], ranks[0]['rng']['torch'])
@@ -252,136 +362,114 @@ def test_checkpoint_holds_every_ranks_random_state(two_proc):
 def test_two_process_resume_equals_uninterrupted_run(two_proc):
     # NoiseProbe draws differ per rank: restoring rank 0's stream on rank 1 would change the result
     for rank in (0, 1):
-        assert_same(weights(two_proc['probe'], rank), weights(two_proc['resumed'], rank), what=f'rank {rank} ')
-    log = next(two_proc['resumed'].glob('train_dist_*.log')).read_text()
-    assert 'Resumed from' in log and 'iteration 8' in log
+        assert_same(weights(two_proc.probe, rank), weights(two_proc.resumed, rank), what=f'rank {rank} ')
+    log = next(two_proc.resumed.glob('train_dist_*.log')).read_text()
+    assert 'Resumed from' in log and '(iteration 8, epoch 1)' in log
+
+
+def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(two_proc, single_reference):
+    assert_same(checkpoint_weights(single_reference), weights(two_proc.baseline), exact=False,
+                what='2 × b vs 1 × 2b: ')
+
+
+def test_distributed_validation_equals_single_process_validation(two_proc, tmp_path):
+    # the 2-process run's final weights, validated by one process (lr 0: its one step changes nothing)
+    opt = options(tmp_path / 'revalidate', batch=2 * BATCH, total=1)
+    opt['val']['val_freq'] = 1
+    opt['path']['pretrain_network_g'] = str(two_proc.baseline / 'models' / f'net_g_{TOTAL}.pth')
+    opt['train']['optim_g']['lr'] = 0.0
+    single = train_here(argv(tmp_path, 'revalidate', opt, launcher='none'))['heldout']['psnr']
+    distributed = [report(two_proc.baseline, r)['val']['heldout']['psnr'] for r in (0, 1)]
+    assert distributed[0] == distributed[1]
+    assert distributed[0] == pytest.approx(single, abs=1e-6)
 
 
 @pytest.mark.skipif(not registered('EATS'), reason='the EATS regularizer (basicsr_ext/regularizers/eats.py) '
                     'is not registered yet')
 def test_eats_under_ddp_draws_the_same_pairs_on_every_rank(two_proc):
-    root = two_proc['eats']
+    root = two_proc.eats
     assert (root / 'models' / 'net_g_6.pth').exists()
     assert_same(weights(root, 0), weights(root, 1), what='EATS rank 1 ')
     draws = [report(root, r)['eats'] for r in (0, 1)]
-    assert draws[0] and draws[0] == draws[1]
+    assert draws[0], 'EATS.draw_pairs was not called (renamed?)'
+    assert draws[0] == draws[1]
     assert len({json.dumps(d[1]) for d in draws[0]}) > 1, 'EATS drew the same pair at every iteration'
 
 
 @pytest.mark.skipif(not registered('AdaptiveDropout'), reason='the AdaptiveDropout regularizer '
                     '(basicsr_ext/regularizers/adaptive_dropout.py) is not registered yet')
 def test_adaptive_dropout_weights_are_learnt_in_step(two_proc):
-    root = two_proc['adaptive']
+    root = two_proc.adaptive
     w0, w1 = weights(root, 0), weights(root, 1)
     learnt = [k for k in w0 if k.startswith('regularizers.') and 'w_logits' in k]
     assert learnt, f'no learnable AdaptiveDropout weights in {sorted(w0)}'
-    init = torch.logit(torch.tensor(0.3))
-    assert any(not torch.allclose(w0[k], init) for k in learnt), 'the blend weights were not trained'
-    assert_same(w0, w1, what='AdaptiveDropout rank 1 ')
-    assert all(report(root, r)['has_grad'][k] for k in learnt for r in (0, 1))
+    assert any(not torch.allclose(w0[k], torch.logit(torch.tensor(0.3))) for k in learnt), 'w was not trained'
+    for k in learnt:
+        assert torch.equal(w0[k], w1[k]), f'{k} differs between ranks'
+        assert all(report(root, r)['has_grad'][k] for r in (0, 1))
 
 
 @pytest.mark.skipif(not registered('ECO'), reason='the ECO regularizer (basicsr_ext/regularizers/eco.py) '
                     'is not registered yet')
-def test_eco_under_ddp(two_proc):
-    pytest.skip('written once ECO exists')
+def test_eco_teacher_is_frozen_outside_ddp_on_every_rank(two_proc):
+    root = two_proc.eco
+    assert (root / 'models' / 'net_g_6.pth').exists()
+    assert_same(weights(root, 0), weights(root, 1), what='ECO rank 1 ')
+    teachers = [report(root, r)['teacher'] for r in (0, 1)]
+    assert all(teachers), 'no rank built an ECO teacher'
+    for t in teachers:
+        assert not (t['ddp'] or t['in_student'] or t['requires_grad'] or t['has_grad'])
+        assert t['forwards'] and t['forwards'] > 0
+    teacher_ckpt = checkpoint_weights(two_proc.baseline)
+    assert teachers[0]['weights'] == teachers[1]['weights'] == {
+        k: v.flatten()[:4].tolist() for k, v in teacher_ckpt.items()}
+    assert not any('teacher' in k for k in weights(root, 0))
 
 
-# ----------------------------------------------------------------------------- single process: SIGTERM, 1 × 2b
-@pytest.fixture(scope='module')
-def one_proc(tmp_path_factory, two_proc):
-    """SIGTERM a single-process run (with a DataLoader worker), then resume it, train 1 × 2b, re-validate."""
-    tmp = tmp_path_factory.mktemp('one_proc')
-    roots = {name: tmp / name for name in ('stopped', 'single', 'revalidate')}
-    stopped = argv(tmp, 'stopped', options(roots['stopped'], batch=2 * BATCH, workers=1), launcher='none')
-    proc = start(tmp, [stopped], 1, 'stopped.log', HARNESS_ITER_SLEEP='0.4')
-    try:
-        assert wait_for_log(roots['stopped'], 'iter:       3/', proc), tail(tmp / 'stopped.log')
-        os.killpg(proc.pid, signal.SIGTERM)  # the whole group, as a terminal or scheduler would
-        proc.wait(60)
-    finally:
-        _kill(proc)
-    roots['stopped_rc'] = proc.returncode
-    roots['stopped_at'] = newest_iter(roots['stopped'])
-    roots['stopped_log'] = (tmp / 'stopped.log').read_text(errors='replace')
-
-    # the 2-process baseline's final weights, validated by one process (lr 0: one step changes nothing)
-    revalidate = options(roots['revalidate'], batch=2 * BATCH, total=1)
-    revalidate['val']['val_freq'] = 1
-    revalidate['path']['pretrain_network_g'] = str(two_proc['baseline'] / 'models' / f'net_g_{TOTAL}.pth')
-    revalidate['train']['optim_g']['lr'] = 0.0
-    launch(tmp, [stopped + ['--auto_resume'],
-                 argv(tmp, 'single', options(roots['single'], batch=2 * BATCH), launcher='none'),
-                 argv(tmp, 'revalidate', revalidate, launcher='none')], 1, 'single.log')
-    return roots
-
-
-def test_sigterm_saves_a_checkpoint_and_auto_resume_completes(one_proc):
-    assert one_proc['stopped_rc'] == 0, one_proc['stopped_log'][-3000:]
-    assert one_proc['stopped_at'] is not None and 3 <= one_proc['stopped_at'] < TOTAL
-    assert 'Stopped by signal' in one_proc['stopped_log']
-    assert 'DataLoader worker' not in one_proc['stopped_log']
-    assert newest_iter(one_proc['stopped']) == TOTAL
-    assert_same(weights(one_proc['single']), weights(one_proc['stopped']), what='resumed single process ')
-
-
-def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(one_proc, two_proc):
-    assert_same(weights(one_proc['single']), weights(two_proc['baseline']), exact=False, what='2 × b vs 1 × 2b ')
-
-
-def test_distributed_validation_equals_single_process_validation(one_proc, two_proc):
-    distributed = report(two_proc['baseline'])['val']['heldout']['psnr']
-    single = report(one_proc['revalidate'])['val']['heldout']['psnr']
-    assert distributed == pytest.approx(single, abs=1e-9)
-    assert report(two_proc['baseline'], 1)['val'] == report(two_proc['baseline'], 0)['val']
-
-
-# ----------------------------------------------------------------------------- 2 processes: SIGTERM, dead rank
-def test_sigterm_under_torchrun_then_auto_resume_matches_uninterrupted_run(tmp_path, two_proc):
-    root = tmp_path / 'stopped'
-    run = argv(tmp_path, 'stopped', options(root, **probe()))
-    proc = start(tmp_path, [run], 2, 'stopped.log', HARNESS_ITER_SLEEP='0.4')
-    try:
-        assert wait_for_log(root, 'iter:       3/', proc), tail(tmp_path / 'stopped.log')
-        os.killpg(proc.pid, signal.SIGTERM)  # reaches torchrun, which forwards it to its workers
-        proc.wait(90)
-    finally:
-        _kill(proc)
-    stopped_at = newest_iter(root)
-    assert stopped_at is not None and 3 <= stopped_at < TOTAL, tail(tmp_path / 'stopped.log')
-    assert 'Stopped by signal' in (tmp_path / 'stopped.log').read_text()
-
-    launch(tmp_path, [run + ['--auto_resume']], 2, 'resumed.log')
+# ----------------------------------------------------------------------------- signals and failures
+def test_sigterm_under_torchrun_then_auto_resume_matches_uninterrupted_run(launched, two_proc):
+    assert launched.signalled['stopped_torchrun'], 'the run ended before SIGTERM' + launched.torchrun_tail
+    stopped_at = launched.stopped_at['stopped_torchrun']
+    assert stopped_at is not None and 3 <= stopped_at < TOTAL, launched.torchrun_tail
+    assert 'Stopped by signal' in launched.torchrun_tail
     for rank in (0, 1):
-        assert_same(weights(two_proc['probe'], rank), weights(root, rank), what=f'rank {rank} ')
+        assert_same(weights(two_proc.probe, rank), weights(two_proc.stopped_torchrun, rank), what=f'rank {rank} ')
 
 
-def test_a_dead_rank_makes_the_other_fail_within_the_timeout(tmp_path):
+def test_sigterm_single_process_then_auto_resume_matches_uninterrupted_run(launched, single_reference):
+    assert launched.signalled['stopped_single'], 'the run ended before SIGTERM' + launched.single_tail
+    assert launched.rc['stopped_single'] == 0, launched.single_tail
+    stopped_at = launched.stopped_at['stopped_single']
+    assert stopped_at is not None and 3 <= stopped_at < TOTAL, launched.single_tail
+    assert 'Stopped by signal' in launched.single_tail
+    assert 'DataLoader worker' not in launched.single_tail  # its worker got the SIGTERM too
+    train_here(launched.stopped_single_argv + ['--auto_resume'])
+    assert newest_iter(launched.roots.stopped_single) == TOTAL
+    assert_same(checkpoint_weights(single_reference), checkpoint_weights(launched.roots.stopped_single))
+
+
+def test_a_dead_rank_makes_the_other_fail_within_the_timeout(launched):
     """Two srun-style processes (no torchrun agent to tear the group down): SIGKILL rank 1."""
-    root = tmp_path / 'dead'
-    run = argv(tmp_path, 'dead', options(root, total=400), '--force_yml', 'dist_params:timeout=30',
-               launcher='slurm')
-    port = free_port()
-    procs = []
+    assert launched.signalled['dead'], 'rank 0 ended before rank 1 was killed' + launched.dead_tail
+    elapsed, rc = launched.dead_elapsed, launched.rc['dead']
+    assert elapsed is not None, f'rank 0 still ran {DEAD_RANK_BOUND} s after rank 1 died' + launched.dead_tail
+    assert rc not in (0, None) and elapsed < DEAD_RANK_BOUND, launched.dead_tail
+
+
+def test_each_rank_seeds_its_degradation_with_manual_seed_plus_rank(tmp_path):
+    if 'HighOrderDegradation' not in DEGRADATION_TYPES:
+        pytest.skip('the training degradation (basicsr_ext/data/degradation.py) is not installed yet')
+    raw = options(tmp_path / 'deg')
+    raw['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': 16}
+    path = tmp_path / 'deg.yml'
+    path.write_text(yaml.safe_dump(raw))
+    states = []
     for rank in (0, 1):
-        env = dict(SLURM_PROCID=str(rank), SLURM_NTASKS='2', SLURM_LOCALID=str(rank), SLURM_NODELIST='localhost',
-                   MASTER_PORT=str(port), HARNESS_ITER_SLEEP='0.2')
-        procs.append(start(tmp_path, [run], 1, f'rank{rank}.log', **env))
-    try:
-        assert wait_for_log(root, 'iter:       3/', procs[0]), tail(tmp_path / 'rank0.log') + tail(
-            tmp_path / 'rank1.log')
-        os.killpg(procs[1].pid, signal.SIGKILL)
-        t0 = time.time()
-        try:
-            procs[0].wait(60)
-        except subprocess.TimeoutExpired:
-            pytest.fail('rank 0 still runs 60 s after rank 1 died' + tail(tmp_path / 'rank0.log'))
-        elapsed = time.time() - t0
-    finally:
-        for proc in procs:
-            _kill(proc)
-    assert procs[0].returncode not in (0, None), tail(tmp_path / 'rank0.log')
-    assert elapsed < 60
+        opt = load_options(str(path))
+        opt.update(rank=rank, world_size=2, dist=False)
+        states.append(build_model(opt).degradation.state_dict()['generator'])
+    for rank, state in enumerate(states):
+        assert torch.equal(state, torch.Generator().manual_seed(raw['manual_seed'] + rank).get_state())
 
 
 # ----------------------------------------------------------------------------- in-process units
