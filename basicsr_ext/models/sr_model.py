@@ -117,10 +117,13 @@ class BlindSRModel(SRModel):
     def feed_data(self, data, current_iter=None):
         if current_iter is not None:
             self.current_iter = current_iter
+        self.batch = data
         if self.is_train and self.degradation is not None and 'kernel1' in data:
+            if any(getattr(reg, 'NEEDS_DEGRADATION_REPLAY', False) for reg in self.regularizers):
+                # ECO replays this batch's degradation on the teacher output from this state
+                self.degradation_state = self.degradation.state_dict()
             out = self.degradation(data, self.current_iter)
             self.lq, self.gt = out['lq'], out['gt']
-            self.batch = data
         else:
             super().feed_data(data)
 

@@ -41,12 +41,11 @@ class Regularizer(nn.Module):
     @classmethod
     def check_sites(cls, opt: dict, sites, where: str):
         """Raise OptionError if ``opt`` names sites that ``sites`` lacks. Default: resolve ``opt['sites']``."""
-        for pattern in _as_list(opt.get('sites')):
-            try:
-                sites.select(pattern)
-            except KeyError as err:
-                raise OptionError(f"{where}.sites: {cls.__name__} needs site '{pattern}', which "
-                                  f'{sites.arch} lacks; {sites.arch} has: {err.args[0].split("sites are: ")[-1]}')
+        check_site_patterns(cls.__name__, opt.get('sites'), sites, where, 'sites')
+
+    @classmethod
+    def check_options(cls, opt: dict, full_opt: dict, where: str):
+        """Raise OptionError if ``opt`` does not fit the rest of the options (data, degradation). Default: no check."""
 
     def on_iter_start(self, current_iter: int):
         pass
@@ -56,6 +55,16 @@ class Regularizer(nn.Module):
 
     def extra_losses(self, net, lq, gt, output, current_iter: int) -> Dict[str, torch.Tensor]:
         return {}
+
+
+def check_site_patterns(name, patterns, sites, where, key):
+    """Raise OptionError naming the regularizer, the pattern and the arch when a pattern matches no site."""
+    for pattern in _as_list(patterns):
+        try:
+            sites.select(pattern)
+        except KeyError as err:
+            raise OptionError(f"{where}.{key}: {name} needs site '{pattern}', which "
+                              f'{sites.arch} lacks; {sites.arch} has: {err.args[0].split("sites are: ")[-1]}')
 
 
 def _as_list(value):

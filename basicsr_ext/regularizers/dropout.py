@@ -1,0 +1,35 @@
+"""Dropout before the last convolution (Kong et al., "Reflash Dropout in Image Super-Resolution", CVPR 2022)."""
+import torch.nn.functional as F
+
+from ..utils.schema import Field
+from .base import REGULARIZER_REGISTRY
+from .site_transform import SiteTransformRegularizer, channel_keep_mask, drop_probability_field, sites_field
+
+
+@REGULARIZER_REGISTRY.register()
+class Dropout(SiteTransformRegularizer):
+    """Inverted dropout at the sites, training only.
+
+    Channel-wise (``Dropout2d``: a whole feature map of a sample is zeroed) is the paper's
+    main setting; element-wise is its ablation. Survivors are scaled by 1/(1-p), so the
+    expected feature is unchanged and the eval-mode network needs no rescaling.
+    """
+    OPTIONS = {
+        'p': drop_probability_field(0.5, 'probability of dropping (paper: 0.7 for SRResNet, 0.5 for RRDB)'),
+        'channel_wise': Field(bool, True, doc='drop whole channels (Dropout2d); false: single elements'),
+        'sites': sites_field(['last_conv_input']),
+    }
+    INCOMPATIBLE = ('AdaptiveDropout', 'DropBlock')
+
+    def __init__(self, opt, sites, total_iter):
+        super().__init__(opt, sites, total_iter)
+        self.p = opt['p']
+        self.channel_wise = opt['channel_wise']
+
+    def transform(self, feat, site_index):
+        if not self.channel_wise:
+            return F.dropout(feat, self.p, training=True)
+        return feat * channel_keep_mask(feat, self.p).div_(1 - self.p)
+
+    def extra_repr(self):
+        return f'p={self.p}, channel_wise={self.channel_wise}, {super().extra_repr()}'

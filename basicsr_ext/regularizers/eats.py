@@ -1,0 +1,292 @@
+"""EATS, the Erase-and-Awaken Training Strategy (OpenReview my0RqY48xz; no public code, see docs/methods.md §4).
+
+Each training iteration draws a layer l among the participating sites and two distinct
+channels of it, e (erased) and d (disruptor). The disrupted network f_θ' is the same
+network with channel e of layer l's output replaced by a copy of channel d. The awakening
+loss pulls its output towards plain bicubic upsampling,
+
+    L_awa = L1(f_θ'(LR), bicubic↑(LR)),   total = L_pix + loss_weight · L_awa,
+
+so that no single filter can be replaced by another without damage.
+
+The disrupted pass shares everything before layer l with the normal pass. Instead of
+recomputing it, the normal pass is recorded (module calls in start order, with their
+outputs) and the disrupted pass returns the recorded output for every module call that
+finished before layer l started; only the suffix from l on is computed. This needs no
+knowledge of the architecture: see :class:`CallTape`.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..utils.schema import Field, OptionError
+from .base import REGULARIZER_REGISTRY, Regularizer, check_site_patterns
+from .site_transform import resolve_sites, sites_field
+
+
+# ----------------------------------------------------------------------------- call recording
+class _Call:
+    __slots__ = ('module', 'subtree_end', 'output', 'versions')
+
+    def __init__(self, module):
+        self.module = module
+        self.subtree_end = None  # index of the first call after this one's subtree; None while open
+        self.output = None
+        self.versions = None
+
+
+def _tensor_versions(value):
+    if isinstance(value, torch.Tensor):
+        return (value._version, )
+    if isinstance(value, (tuple, list)):
+        return tuple(v._version if isinstance(v, torch.Tensor) else None for v in value)
+    return ()
+
+
+class CallTape:
+    """Records the module calls of one forward and replays a prefix of them in a later forward.
+
+    Record: every call of a taped module appends an entry in start order (so calls of a
+    module used several times, e.g. a shared activation, are told apart by position) and,
+    when it returns, its output and the version counters of its output tensors. Recording
+    stops when the last module of ``split_modules`` starts: nothing after it can be reused.
+
+    Replay up to split index s: the replayed forward makes the same calls in the same
+    order, so a pointer walks the record. A call whose whole subtree ended before entry s
+    started returns its recorded output and skips its subtree; an enclosing call (an
+    ancestor of entry s) runs normally and its children are matched in turn; entry s and
+    everything after run normally. Two checks keep this exact:
+
+    * a recorded output whose version counter moved was changed in place later (e.g. a conv
+      output that an ``inplace=True`` activation overwrote): that call is recomputed;
+    * a call that is not the recorded one (control flow that differs between the passes)
+      ends the replay, and the rest of the forward simply runs.
+
+    Replayed calls bypass the module's hooks too: their recorded output is already the
+    hooked one, so site transforms (e.g. dropout masks) upstream of the split are shared
+    with the normal pass rather than redrawn.
+    """
+
+    IDLE, RECORD, REPLAY = 0, 1, 2
+
+    def __init__(self):
+        self.calls = []
+        self.mode = self.IDLE
+        self.pending = set()  # modules whose first call has not started yet
+        self.first_call = {}  # module -> index of its first call
+        self.pointer = 0
+        self.split = 0
+        self.replayed = 0
+        self.diverged = False
+
+    def start_recording(self, split_modules):
+        self.calls = []
+        self.first_call = {}
+        self.pending = set(split_modules)
+        self.mode = self.RECORD
+
+    def start_replay(self, split_module):
+        if split_module not in self.first_call:
+            raise RuntimeError('the recorded forward never called the erased layer')
+        self.split = self.first_call[split_module]
+        self.pointer = 0
+        self.replayed = 0
+        self.diverged = False
+        self.mode = self.REPLAY
+
+    def stop(self):
+        self.mode = self.IDLE
+
+    def clear(self):
+        self.stop()
+        self.calls = []
+        self.first_call = {}
+
+    def __call__(self, module, run, args, kwargs):
+        if self.mode == self.RECORD:
+            return self._record(module, run, args, kwargs)
+        if self.mode == self.REPLAY:
+            return self._replay(module, run, args, kwargs)
+        return run(*args, **kwargs)
+
+    def _record(self, module, run, args, kwargs):
+        entry = _Call(module)
+        self.first_call.setdefault(module, len(self.calls))
+        self.calls.append(entry)
+        if module in self.pending:
+            self.pending.discard(module)
+            if not self.pending:
+                self.mode = self.IDLE
+        output = run(*args, **kwargs)
+        if self.mode == self.RECORD:
+            entry.subtree_end = len(self.calls)
+            entry.output = output
+            entry.versions = _tensor_versions(output)
+        return output
+
+    def _replay(self, module, run, args, kwargs):
+        index = self.pointer
+        if index >= self.split or self.calls[index].module is not module:
+            self.diverged = index < self.split
+            self.mode = self.IDLE
+            return run(*args, **kwargs)
+        entry = self.calls[index]
+        end = entry.subtree_end
+        if end is not None and end <= self.split and _tensor_versions(entry.output) == entry.versions:
+            self.pointer = end
+            self.replayed += 1
+            return entry.output
+        self.pointer = index + 1
+        return run(*args, **kwargs)
+
+
+_TAPED_CLASSES = {}
+
+
+def _taped_call(self, *args, **kwargs):
+    tape = self.__dict__['_call_tape']
+    return tape(self, super(type(self), self).__call__, args, kwargs)
+
+
+def _taped_class(cls):
+    # Python looks special methods up on the type, so a subclass overriding __call__ is
+    # the way to intercept a module's calls (hooks included) without touching its code.
+    taped = _TAPED_CLASSES.get(cls)
+    if taped is None:
+        taped = type(cls.__name__, (cls, ), {'__call__': _taped_call, '__module__': cls.__module__})
+        _TAPED_CLASSES[cls] = taped
+    return taped
+
+
+def attach_tape(root, tape, skip=()):
+    """Route every call of ``root``'s modules (except ``skip`` subtrees) through ``tape``; returns an undo list."""
+    skipped = {id(m) for s in skip for m in s.modules()}
+    attached = []
+    for module in root.modules():
+        if id(module) in skipped or '_call_tape' in module.__dict__:
+            continue
+        original = module.__class__
+        module.__dict__['_call_tape'] = tape
+        module.__class__ = _taped_class(original)
+        attached.append((module, original))
+    return attached
+
+
+def detach_tape(attached):
+    for module, original in attached:
+        module.__class__ = original
+        del module.__dict__['_call_tape']
+
+
+# ----------------------------------------------------------------------------- the regularizer
+@REGULARIZER_REGISTRY.register()
+class EATS(Regularizer):
+    OPTIONS = {
+        'layers': sites_field(['blocks.*.conv.*'], doc='participating layers (site patterns); default every body conv'),
+        'layer_ratio': Field(float, 1.0, min=0.0, max=1.0,
+                             doc='keep the shallowest ceil(ratio·L) of the L participating layers'),
+        'num_pairs': Field(int, 1, min=1, doc='disrupted passes per iteration, each with its own layer and channels'),
+        'loss_weight': Field(float, 1.0, min=0.0, doc='λ of the awakening loss'),
+        'reuse_prefix': Field(bool, True,
+                              doc='reuse the normal pass before the erased layer (exact); false: full second pass'),
+    }
+
+    @classmethod
+    def check_sites(cls, opt, sites, where):
+        check_site_patterns(cls.__name__, opt['layers'], sites, where, 'layers')
+        if opt['layer_ratio'] <= 0:
+            raise OptionError(f"{where}.layer_ratio: {opt['layer_ratio']!r} must be > 0")
+        for site in resolve_sites(sites, opt['layers']):
+            if site.num_channels() < 2:
+                raise OptionError(f"{where}.layers: EATS needs two channels per layer, but {sites.arch}'s "
+                                  f"'{site.name}' has {site.num_channels()}")
+
+    def __init__(self, opt, sites, total_iter):
+        super().__init__(opt, sites, total_iter)
+        layers = resolve_sites(sites, opt['layers'])
+        self.layers = layers[:max(1, math.ceil(opt['layer_ratio'] * len(layers)))]
+        self.channels = [site.num_channels() for site in self.layers]
+        self.num_pairs = opt['num_pairs']
+        self.loss_weight = opt['loss_weight']
+        self.reuse_prefix = opt['reuse_prefix']
+        self.seed = 0
+        self.pairs = []
+        self.tape = CallTape()
+        self._attached = []
+
+    def draw_pairs(self, current_iter):
+        """``num_pairs`` triples (layer index, erased channel, disruptor channel) for this iteration.
+
+        Drawn from a generator seeded by (seed, iteration) only, so every DDP rank draws the
+        same and a resumed run draws what the uninterrupted one would have.
+        """
+        from ..data import sample_seed
+        gen = torch.Generator().manual_seed(sample_seed('EATS', self.seed, current_iter))
+        pairs = []
+        for _ in range(self.num_pairs):
+            layer = int(torch.randint(len(self.layers), (), generator=gen))
+            channels = self.channels[layer]
+            erased = int(torch.randint(channels, (), generator=gen))
+            disruptor = int(torch.randint(channels - 1, (), generator=gen))
+            pairs.append((layer, erased, disruptor + (disruptor >= erased)))
+        return pairs
+
+    def transform_batch(self, lq, gt, current_iter, context):
+        model = context.get('model')
+        if model is not None:
+            self.seed = model.opt.get('manual_seed', 0)
+        self.pairs = self.draw_pairs(current_iter)
+        if self.reuse_prefix and model is not None:
+            self._start_recording(model.net_g)
+        return lq, gt
+
+    def _start_recording(self, net):
+        root = getattr(net, 'module', net)
+        self._release()
+        regularizers = getattr(root, 'regularizers', None)
+        self._attached = attach_tape(root, self.tape, skip=[regularizers] if regularizers is not None else [])
+        self.tape.start_recording({self.layers[layer].module for layer, _, _ in self.pairs})
+
+    def _release(self):
+        self.tape.clear()
+        detach_tape(self._attached)
+        self._attached = []
+
+    def extra_losses(self, net, lq, gt, output, current_iter):
+        if not self.training:
+            return {}
+        root = getattr(net, 'module', net)  # the disrupted pass bypasses DDP; its gradients still sync
+        pairs = self.pairs or self.draw_pairs(current_iter)
+        recorded = bool(self._attached)
+        self.tape.stop()
+        try:
+            target = F.interpolate(lq, size=output.shape[-2:], mode='bicubic', align_corners=False).clamp(0, 1)
+            losses = [F.l1_loss(self.disrupted_forward(root, lq, *pair, replay=recorded), target) for pair in pairs]
+        finally:
+            self._release()
+            self.pairs = []
+        return {'l_awa': self.loss_weight * sum(losses) / len(losses)}
+
+    def disrupted_forward(self, root, lq, layer, erased, disruptor, replay=True):
+        """f_θ'(lq): ``root`` with channel ``erased`` of layer ``layer``'s output replaced by channel ``disruptor``."""
+        site = self.layers[layer]
+
+        def erase(feat):
+            return torch.index_copy(feat, 1, torch.tensor([erased], device=feat.device),
+                                    feat[:, disruptor:disruptor + 1])
+
+        handle = site.register_transform(erase)
+        try:
+            if replay:
+                self.tape.start_replay(site.module)
+            out = root(lq)
+        finally:
+            self.tape.stop()
+            handle.remove()
+        return out
+
+    def extra_repr(self):
+        return (f'layers={len(self.layers)} ({self.layers[0].name} .. {self.layers[-1].name}), '
+                f'num_pairs={self.num_pairs}, loss_weight={self.loss_weight}, reuse_prefix={self.reuse_prefix}')

@@ -1,0 +1,144 @@
+"""Time per training iteration of each regularizer relative to the baseline, in one run.
+
+Example:
+    python scripts/benchmark_regularizers.py --batch 16 --gt_size 128 --iters 10
+
+Every configuration is a full BlindSRModel (SRResNet ×4 by default) built from an options
+dict and trained on one fixed batch; an iteration is ``optimize_parameters`` (regularizer
+hooks, forward, losses, backward, Adam step). The configurations take turns iteration by
+iteration, so a slow spell of a shared machine hits all of them alike; the first
+``--warmup`` iterations of each are not timed. The ECO teacher is the student's own
+initial weights (any frozen network of the same architecture costs the same), and ECO is
+timed in its mixing phase (0 < a < 1), where the teacher runs and both pairs are mixed.
+The teacher's no_grad forward is timed on its own, in the same rotation.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
+import torch  # noqa: E402
+
+from basicsr_ext.models import build_model  # noqa: E402
+from basicsr_ext.utils.options import validate_options  # noqa: E402
+
+NETWORKS = {
+    'SRResNet': dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4),
+    'RRDB': dict(type='RRDBNetAnyScale', num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4),
+}
+
+REGULARIZERS = {
+    'baseline': [],
+    'Dropout': [dict(type='Dropout', p=0.7)],
+    'AdaptiveDropout': [dict(type='AdaptiveDropout')],
+    'EATS': [dict(type='EATS')],
+    'EATS (full 2nd pass)': [dict(type='EATS', reuse_prefix=False)],
+    'ECO': [dict(type='ECO', teacher_path='{teacher}')],
+    'DropBlock': [dict(type='DropBlock')],
+    'DropConnect': [dict(type='DropConnect')],
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', choices=sorted(NETWORKS), default='SRResNet', help='network (default SRResNet ×4)')
+    parser.add_argument('--batch', type=int, default=16, help='batch size (default 16)')
+    parser.add_argument('--gt_size', type=int, default=128, help='GT patch size; LR is gt_size/4 (default 128)')
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations per configuration (default 10)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed iterations per configuration (default 2)')
+    parser.add_argument('--only', nargs='+', choices=sorted(REGULARIZERS), default=None,
+                        help='configurations to time besides the baseline (default all)')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (default: torch\'s choice)')
+    return parser.parse_args(argv)
+
+
+def make_options(network, regularizers, workdir, total_iter):
+    return {
+        'name': 'benchmark', 'model_type': 'BlindSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'train': {'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 32}},
+        'network_g': dict(network), 'path': {'experiments_root': workdir},
+        'train': {
+            'total_iter': total_iter,
+            'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [total_iter], 'gamma': 0.5},
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+            'regularizers': regularizers,
+        },
+    }
+
+
+def build(network, regularizers, workdir, total_iter):
+    opt = validate_options(make_options(network, regularizers, workdir, total_iter))
+    opt.update(dist=False, rank=0, world_size=1)
+    return build_model(opt)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    scale = 4
+    lq = torch.rand(args.batch, 3, args.gt_size // scale, args.gt_size // scale)
+    gt = torch.rand(args.batch, 3, args.gt_size, args.gt_size)
+    rounds = args.warmup + args.iters
+    # ECO's mixing phase: iteration total_iter/2 has a = 0.5
+    total_iter = 2 * rounds + 2
+    names = ['baseline'] + [n for n in REGULARIZERS if n != 'baseline' and (args.only is None or n in args.only)]
+
+    with tempfile.TemporaryDirectory() as workdir:
+        teacher_path = os.path.join(workdir, 'teacher.pth')
+        models = {}
+        for name in names:
+            regs = [{k: (v.format(teacher=teacher_path) if isinstance(v, str) else v)
+                     for k, v in r.items()} for r in REGULARIZERS[name]]
+            if any(r['type'] == 'ECO' for r in regs) and not os.path.exists(teacher_path):
+                torch.save(models['baseline'].network_state(), teacher_path)
+            models[name] = build(NETWORKS[args.arch], regs, workdir, total_iter)
+        teacher = None
+        if 'ECO' in models:
+            teacher = models['ECO'].regularizers[0].build_teacher(models['ECO'])
+
+        times = {name: [] for name in names}
+        teacher_times = []
+        for r in range(rounds):
+            it = total_iter // 2 - rounds // 2 + r
+            for name, model in models.items():
+                model.feed_data({'lq': lq, 'gt': gt}, it)
+                start = time.perf_counter()
+                model.optimize_parameters(it)
+                elapsed = time.perf_counter() - start
+                if r >= args.warmup:
+                    times[name].append(elapsed)
+            if teacher is not None:
+                start = time.perf_counter()
+                with torch.no_grad():
+                    teacher(lq)
+                if r >= args.warmup:
+                    teacher_times.append(time.perf_counter() - start)
+
+    base = statistics.median(times['baseline'])
+    print(f'{args.arch} x4, batch {args.batch}, GT {args.gt_size}, LR {args.gt_size // scale}, '
+          f'{args.iters} timed iterations (+{args.warmup} warm-up), torch {torch.__version__}, '
+          f'{torch.get_num_threads()} threads')
+    print(f'| configuration | median s/iter | min s/iter | × baseline (median) |')
+    print('|---|---:|---:|---:|')
+    for name in names:
+        med = statistics.median(times[name])
+        print(f'| {name} | {med:.3f} | {min(times[name]):.3f} | {med / base:.2f} |')
+    if teacher_times:
+        med = statistics.median(teacher_times)
+        print(f'| ECO teacher forward alone (no_grad) | {med:.3f} | {min(teacher_times):.3f} | {med / base:.2f} |')
+        eco = statistics.median(times['ECO'])
+        print(f'\nECO - baseline = {eco - base:.3f} s/iter; one teacher forward = {med:.3f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,533 @@
+"""Regularizers, one by one: statistics, schedules, train/eval behaviour, EATS's prefix reuse, ECO's pairs.
+
+Everything runs on tiny networks (16 features, 2 blocks) and 8-16 px LR inputs.
+"""
+import basicsr_ext  # noqa: F401  (must precede basicsr)
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from basicsr.archs.srresnet_arch import MSRResNet
+from basicsr.utils.matlab_functions import imresize
+from torch import nn
+
+from basicsr_ext.archs import get_sites
+from basicsr_ext.archs.rrdbnet_arch import RRDBNetAnyScale
+from basicsr_ext.models import build_model
+from basicsr_ext.regularizers import REGULARIZER_REGISTRY, build_regularizers
+from basicsr_ext.regularizers.eco import matlab_bicubic_resize, real_pair_weight
+from basicsr_ext.utils.options import validate_options
+from basicsr_ext.utils.schema import OptionError, validate
+
+
+def tiny_srresnet():
+    torch.manual_seed(0)
+    return MSRResNet(num_feat=16, num_block=2, upscale=4)
+
+
+def tiny_rrdb():
+    torch.manual_seed(0)
+    return RRDBNetAnyScale(num_feat=16, num_block=2, num_grow_ch=8, scale=4)
+
+
+def attach(net, *entries, total_iter=100):
+    """Build regularizers from option entries (defaults filled in) and attach them as the model does."""
+    full = []
+    for entry in entries:
+        cls = REGULARIZER_REGISTRY.get(entry['type'])
+        rest = {k: v for k, v in entry.items() if k != 'type'}
+        full.append({'type': entry['type'], **validate(rest, cls.OPTIONS, 'reg')})
+    regs = build_regularizers(full, get_sites(net), total_iter)
+    net.add_module('regularizers', nn.ModuleList(regs))
+    return regs
+
+
+def options(net_opt, regularizers, tmp_path, total_iter=20, **train):
+    return {
+        'name': 'reg_test', 'model_type': 'BlindSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'train': {'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 32}},
+        'network_g': net_opt, 'path': {'experiments_root': str(tmp_path)},
+        'train': {
+            'total_iter': total_iter,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [10000], 'gamma': 0.5},
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+            'regularizers': regularizers, **train,
+        },
+    }
+
+
+def make_model(raw):
+    opt = validate_options(raw)
+    opt.update(dist=False, rank=0, world_size=1)
+    return build_model(opt)
+
+
+TINY_SRRESNET = dict(type='MSRResNet', num_feat=16, num_block=2, upscale=4)
+
+
+# ----------------------------------------------------------------------------- Dropout
+def test_dropout_channel_statistics_and_scaling():
+    net = tiny_srresnet()
+    drop, = attach(net, {'type': 'Dropout', 'p': 0.7})
+    torch.manual_seed(1)
+    x = torch.rand(64, 64, 4, 4) + 0.5
+    y = drop.transform(x, 0)
+    per_channel = (y / x).flatten(2)
+    # every feature map is either all zero or all scaled by 1/(1-p)
+    assert torch.allclose(per_channel.amin(-1), per_channel.amax(-1), atol=1e-5)
+    scales = per_channel[..., 0]
+    dropped = (scales == 0).float().mean().item()
+    assert abs(dropped - 0.7) < 0.03
+    assert torch.allclose(scales[scales > 0], torch.tensor(1 / 0.3), rtol=1e-5)
+
+
+def test_dropout_element_wise_statistics():
+    net = tiny_srresnet()
+    drop, = attach(net, {'type': 'Dropout', 'p': 0.5, 'channel_wise': False})
+    torch.manual_seed(2)
+    y = drop.transform(torch.ones(16, 16, 16, 16), 0)
+    assert abs((y == 0).float().mean().item() - 0.5) < 0.02
+    assert set(torch.unique(y).tolist()) == {0.0, 2.0}
+    # element-wise: channels are not dropped as a whole
+    assert (y.flatten(2).amax(-1) > 0).float().mean() > 0.99
+
+
+def test_dropout_eval_identity_and_train_effect():
+    plain = tiny_srresnet()
+    net = copy.deepcopy(plain)
+    attach(net, {'type': 'Dropout', 'p': 0.7})
+    x = torch.rand(2, 3, 8, 8)
+    net.eval()
+    assert torch.equal(net(x), plain.eval()(x))
+    net.train()
+    assert not torch.allclose(net(x), plain(x))
+
+
+# ----------------------------------------------------------------------------- AdaptiveDropout
+def test_adaptive_dropout_sites_are_shallow_to_deep():
+    net = tiny_srresnet()
+    ad, = attach(net, {'type': 'AdaptiveDropout'})
+    assert [s.name for s in ad.sites] == ['blocks.0.conv.0', 'blocks.1.conv.0', 'last_conv_input']
+    assert ad.sites[0].module is net.body[0].conv1 and ad.sites[-1].module is net.conv_last
+
+
+@pytest.mark.parametrize('anneal_last', [True, False])
+def test_adaptive_dropout_annealing_schedule_and_resume(anneal_last):
+    net = tiny_srresnet()
+    ad, = attach(net, {'type': 'AdaptiveDropout', 'interval': 10, 'anneal_last': anneal_last})
+    expected_switch = [10, 20, 30 if anneal_last else None]
+    for it in (1, 9, 10, 11, 19, 20, 29, 30, 31, 1000):
+        ad.on_iter_start(it)
+        for k, switch in enumerate(expected_switch):
+            w = ad.site_weight(k).item()
+            assert w == pytest.approx(1.0 if switch is not None and it >= switch else 0.3), (it, k)
+        # a freshly built module (a resumed run) gives the same w at the same iteration
+        fresh, = attach(tiny_srresnet(), {'type': 'AdaptiveDropout', 'interval': 10, 'anneal_last': anneal_last})
+        fresh.on_iter_start(it)
+        assert [fresh.site_weight(k).item() for k in range(3)] == [ad.site_weight(k).item() for k in range(3)]
+
+
+def test_adaptive_dropout_variance_is_scaled_by_one_minus_w_squared():
+    net = tiny_srresnet()
+    ad, = attach(net, {'type': 'AdaptiveDropout', 'p': 0.5, 'w_init': 0.3})
+    drop, = attach(tiny_srresnet(), {'type': 'Dropout', 'p': 0.5})
+    ad.on_iter_start(1)
+    torch.manual_seed(3)
+    x = torch.randn(256, 64, 4, 4)
+    var_ad = (ad.transform(x, 0) - x).var().item()
+    var_drop = (drop.transform(x, 0) - x).var().item()
+    assert var_ad / var_drop == pytest.approx(0.7**2, rel=0.05)
+    # unbiased: E[f(x)] = x
+    mean_shift = torch.stack([ad.transform(x, 0) - x for _ in range(20)]).mean().item()
+    assert abs(mean_shift) < 0.01
+
+
+def test_adaptive_dropout_eval_identity():
+    plain = tiny_srresnet()
+    net = copy.deepcopy(plain)
+    attach(net, {'type': 'AdaptiveDropout', 'implicit': True, 'w_mode': 'vector'})
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(net.eval()(x), plain.eval()(x))
+
+
+@pytest.mark.parametrize('w_mode, shapes', [('value', [(), (), ()]), ('vector', [(16, ), (16, ), (16, )])])
+def test_adaptive_dropout_implicit_weights_learn_and_stay_in_unit_interval(w_mode, shapes):
+    net = tiny_srresnet()
+    ad, = attach(net, {'type': 'AdaptiveDropout', 'implicit': True, 'w_mode': w_mode, 'interval': 3})
+    assert [tuple(p.shape) for p in ad.w_logits] == shapes
+    assert all(p is q for p, q in zip(ad.w_logits, [p for n, p in net.named_parameters() if 'w_logits' in n]))
+    before = [torch.sigmoid(p).detach().clone() for p in ad.w_logits]
+    assert all(torch.allclose(b, torch.tensor(0.3)) for b in before)
+    optim = torch.optim.Adam(net.parameters(), lr=0.05)
+    torch.manual_seed(4)
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    for it in range(1, 5):
+        ad.on_iter_start(it)
+        optim.zero_grad()
+        F.l1_loss(net(x), y).backward()
+        if it >= 3:  # the first site is annealed: in the graph, but with zero gradient
+            assert ad.w_logits[0].grad is not None and torch.all(ad.w_logits[0].grad == 0)
+        optim.step()
+    after = [torch.sigmoid(p).detach() for p in ad.w_logits]
+    assert any(not torch.allclose(a, b) for a, b in zip(after, before))
+    assert all(((a > 0) & (a < 1)).all() for a in after)
+    ad.on_iter_start(3)
+    assert torch.all(ad.site_weight(0) == 1) and ad.site_weight(1).shape == shapes[1]
+
+
+# ----------------------------------------------------------------------------- EATS
+def capture_sites(net, sites):
+    """Clones of every site's feature on the next forwards, as {name: [tensor per forward]}."""
+    seen = {s.name: [] for s in sites}
+    handles = []
+    for site in sites:
+        def grab(feat, name=site.name):
+            seen[name].append(feat.detach().clone())
+            return feat
+        handles.append(site.register_transform(grab))
+    return seen, handles
+
+
+def test_eats_draws_are_seeded_distinct_and_respect_layer_ratio():
+    net = tiny_rrdb()
+    eats, = attach(net, {'type': 'EATS', 'layer_ratio': 0.5, 'num_pairs': 3})
+    assert [s.name for s in eats.layers] == [f'blocks.0.conv.{j}' for j in range(15)]
+    draws = {it: eats.draw_pairs(it) for it in range(1000)}
+    assert draws[7] == eats.draw_pairs(7)  # a function of the iteration: ranks and resumes agree
+    pairs = [p for ps in draws.values() for p in ps]
+    assert all(e != d for _, e, d in pairs)
+    assert {layer for layer, _, _ in pairs} == set(range(15))
+    assert eats.channels[:5] == [8, 8, 8, 8, 16]  # RDB convs 1-4 grow 8 channels, conv5 gives 16
+    assert all(0 <= e < eats.channels[layer] and 0 <= d < eats.channels[layer] for layer, e, d in pairs)
+    assert {e for layer, e, _ in pairs if layer == 4} == set(range(16))
+
+
+def test_eats_disrupted_pass_changes_only_the_erased_channel_and_downstream():
+    net = tiny_srresnet().train()
+    eats, = attach(net, {'type': 'EATS'})
+    sites = get_sites(net).all()
+    x = torch.rand(2, 3, 8, 8)
+    layer, erased, disruptor = 2, 5, 11  # blocks.1.conv.0
+    seen, handles = capture_sites(net, sites)
+    # the erase hook runs after the capture hooks, so read the erased feature where the next conv takes it
+    consumer_inputs = []
+    handles.append(net.body[1].conv2.register_forward_pre_hook(lambda m, a: consumer_inputs.append(a[0].clone())))
+    net(x)
+    eats.disrupted_forward(net, x, layer, erased, disruptor, replay=False)
+    for h in handles:
+        h.remove()
+    names = [s.name for s in sites]
+    chosen = names.index(eats.layers[layer].name)
+    assert eats.layers[layer].module is net.body[1].conv1
+    for name in names[:chosen + 1]:
+        assert torch.equal(seen[name][0], seen[name][1]), name
+    first, second = consumer_inputs  # relu(conv1(.)): channel-wise, so the copy survives it
+    keep = [c for c in range(first.shape[1]) if c != erased]
+    assert torch.equal(second[:, keep], first[:, keep])
+    assert torch.equal(second[:, erased], first[:, disruptor])
+    assert not torch.equal(second[:, erased], first[:, erased])
+    for name in names[chosen + 1:]:
+        assert not torch.allclose(seen[name][0], seen[name][1]), name
+
+
+@pytest.mark.parametrize('make_net', [tiny_srresnet, tiny_rrdb], ids=['SRResNet', 'RRDB'])
+def test_eats_prefix_reuse_equals_full_second_pass(make_net):
+    torch.manual_seed(5)
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    net = make_net().train()
+    eats, = attach(net, {'type': 'EATS'})
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    executed = []
+    for conv in convs:
+        conv.register_forward_hook(lambda m, a, o: executed.append(m))
+    n_layers = len(eats.layers)
+    for layer in sorted({0, 3, n_layers // 2, n_layers - 1}):
+        results = []
+        for replay in (True, False):
+            net.zero_grad()
+            eats.pairs = [(layer, 1, 4)]
+            if replay:
+                eats._start_recording(net)
+            out = net(x)
+            eats.tape.stop()
+            executed.clear()
+            disrupted = eats.disrupted_forward(net, x, layer, 1, 4, replay=replay)
+            convs_run = len(executed)
+            eats._release()
+            (F.l1_loss(out, y) + F.l1_loss(disrupted, F.interpolate(x, scale_factor=4, mode='bicubic'))).backward()
+            results.append((disrupted.detach(), [p.grad.clone() for p in net.parameters()], convs_run))
+        (out_reuse, grads_reuse, run_reuse), (out_full, grads_full, run_full) = results
+        assert torch.allclose(out_reuse, out_full, atol=1e-6)
+        for a, b in zip(grads_reuse, grads_full):
+            assert torch.allclose(a, b, atol=1e-6)
+        assert not eats.tape.diverged
+        assert run_full == len(convs)
+        if layer > 0:
+            assert run_reuse < run_full, (layer, run_reuse, run_full)
+
+
+def test_eats_leaves_first_pass_and_eval_untouched(tmp_path):
+    plain = tiny_srresnet()
+    net = copy.deepcopy(plain).train()
+    eats, = attach(net, {'type': 'EATS'})
+    x = torch.rand(2, 3, 8, 8)
+    eats.pairs = eats.draw_pairs(1)
+    eats._start_recording(net)
+    recorded = net(x)
+    eats._release()
+    assert torch.equal(recorded, plain(x))
+    assert all(type(m).__call__ is nn.Module.__call__ for m in net.modules())  # the tape is detached
+    assert torch.equal(net.eval()(x), plain.eval()(x))
+    assert eats.extra_losses(net, x, None, recorded, 1) == {}  # eval mode: no awakening loss
+
+
+def test_eats_gradients_reach_weights_through_both_losses(tmp_path):
+    model = make_model(options(TINY_SRRESNET, [{'type': 'EATS'}], tmp_path))
+    net, eats = model.net_g, model.regularizers[0]
+    torch.manual_seed(6)
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    eats.transform_batch(x, y, 1, {'model': model})
+    layer = eats.pairs[0][0]
+    out = net(x)
+    l_awa = eats.extra_losses(net, x, y, out, 1)['l_awa']
+    erased_conv = eats.layers[layer].module
+    grads = {}
+    for name, loss in (('pix', F.l1_loss(out, y)), ('awa', l_awa)):
+        net.zero_grad()
+        loss.backward(retain_graph=True)
+        grads[name] = {n: p.grad.abs().sum().item() for n, p in net.named_parameters()}
+    prefix = 'conv_first.weight'  # upstream of every body conv: reached through the reused prefix
+    assert grads['pix'][prefix] > 0 and grads['awa'][prefix] > 0
+    assert grads['pix']['conv_last.weight'] > 0 and grads['awa']['conv_last.weight'] > 0
+    assert erased_conv.weight.grad is not None
+
+
+def test_eats_through_the_model_draws_the_same_pairs_per_iteration(tmp_path):
+    model = make_model(options(TINY_SRRESNET, [{'type': 'EATS', 'num_pairs': 2}], tmp_path))
+    eats = model.regularizers[0]
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    model.feed_data({'lq': x, 'gt': y}, 3)
+    model.optimize_parameters(3)
+    assert set(model.log_dict) == {'l_pix', 'l_awa'} and model.log_dict['l_awa'] > 0
+    assert eats.draw_pairs(3) == make_model(options(TINY_SRRESNET, [{'type': 'EATS', 'num_pairs': 2}],
+                                                    tmp_path)).regularizers[0].draw_pairs(3)
+    assert all(type(m).__call__ is nn.Module.__call__ for m in model.net_g.modules())
+
+
+# ----------------------------------------------------------------------------- ECO
+def test_eco_schedule_values():
+    expected = {0.0: 0.0, 0.26: 0.0, 0.3: 0.0431, 0.4: 0.2227, 0.5: 0.5, 0.6: 0.7773, 0.74: 1.0, 1.0: 1.0}
+    for t, a in expected.items():
+        assert real_pair_weight(t, 'sigmoid') == pytest.approx(a, abs=1e-3), t
+    for t in (0.0, 0.26, 0.5, 0.74, 1.0):
+        assert real_pair_weight(t, 'linear') == pytest.approx(t)
+    assert real_pair_weight(1.5) == 1.0 and real_pair_weight(-1) == 0.0
+
+
+@pytest.mark.parametrize('scale, shape', [(1 / 4, (3, 32, 40)), (1 / 2, (3, 17, 23)), (1 / 3, (3, 30, 27)),
+                                          (2, (3, 9, 11))])
+def test_matlab_bicubic_resize_matches_basicsr_imresize(scale, shape):
+    torch.manual_seed(7)
+    img = torch.rand(shape)
+    ours = matlab_bicubic_resize(img.unsqueeze(0), scale)[0]
+    assert torch.allclose(ours, imresize(img, scale), atol=2e-6)
+
+
+def save_teacher(tmp_path, net_opt, key='params_ema'):
+    from basicsr_ext.archs import build_network
+    torch.manual_seed(123)
+    teacher = build_network(net_opt)
+    path = tmp_path / 'teacher.pth'
+    torch.save({key: teacher.state_dict()}, path)
+    return str(path), teacher
+
+
+def test_eco_teacher_is_frozen_and_outside_the_student(tmp_path):
+    path, _ = save_teacher(tmp_path, TINY_SRRESNET)
+    model = make_model(options(TINY_SRRESNET, [{'type': 'ECO', 'teacher_path': path, 'schedule_iters': 8}], tmp_path))
+    eco = model.regularizers[0]
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    for it in range(1, 5):
+        model.feed_data({'lq': x, 'gt': y}, it)
+        model.optimize_parameters(it)
+    teacher = eco.teacher
+    reference = torch.load(path)['params_ema']
+    assert all(torch.equal(v, reference[k]) for k, v in teacher.state_dict().items())
+    assert not teacher.training and not any(p.requires_grad or p.grad is not None for p in teacher.parameters())
+    student_params = {id(p) for p in model.net_g.parameters()}
+    assert not any(id(p) in student_params for p in teacher.parameters())
+    assert not any(k.startswith('regularizers') for k in model.network_state()['params'])
+    assert 'params_regularizers' not in model.network_state()
+    model.net_g.eval()
+    assert not teacher.training
+    model.net_g.train()
+    assert not teacher.training
+
+
+def test_eco_pairs_at_both_ends_of_the_schedule(tmp_path):
+    path, teacher = save_teacher(tmp_path, TINY_SRRESNET, key='params')  # falls back to 'params'
+    model = make_model(options(TINY_SRRESNET, [{'type': 'ECO', 'teacher_path': path}], tmp_path, total_iter=100))
+    eco = model.regularizers[0]
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    lq, gt = eco.transform_batch(x, y, 74, {'model': model})
+    assert lq is x and gt is y and eco.teacher is None  # a = 1: the real batch, no teacher run
+    lq, gt = eco.transform_batch(x, y, 10, {'model': model})
+    with torch.no_grad():
+        mu = teacher.eval()(x).clamp(0, 1)
+    assert torch.allclose(gt, mu, atol=1e-6)
+    assert torch.allclose(lq, matlab_bicubic_resize(mu, 1 / 4), atol=1e-6)
+    a = real_pair_weight(0.5)
+    lq, gt = eco.transform_batch(x, y, 50, {'model': model})
+    assert torch.allclose(gt, (1 - a) * mu + a * y, atol=1e-6)
+
+
+def test_eco_teacher_cache_skips_repeated_patches(tmp_path):
+    path, _ = save_teacher(tmp_path, TINY_SRRESNET)
+    model = make_model(options(TINY_SRRESNET, [{'type': 'ECO', 'teacher_path': path, 'cache_teacher': True}],
+                               tmp_path, total_iter=100))
+    eco = model.regularizers[0]
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    model.feed_data({'lq': x, 'gt': y, 'lq_path': ['a.png', 'b.png']}, 1)
+    first = eco.transform_batch(x, y, 1, {'model': model})
+    second = eco.transform_batch(x, y, 2, {'model': model})
+    assert eco.teacher_forwards == 1 and len(eco.cache) == 2
+    assert torch.equal(first[1], second[1])
+    x2 = x.clone()
+    x2[1] = torch.rand(3, 8, 8)
+    eco.transform_batch(x2, y, 3, {'model': model})
+    assert eco.teacher_forwards == 2 and len(eco.cache) == 3
+
+
+class ReplayableDegradation:
+    """Stand-in with HighOrderDegradation's contract: own generator, state_dict, (batch, iter) -> pair."""
+
+    def __init__(self):
+        self.generator = torch.Generator().manual_seed(11)
+
+    def state_dict(self):
+        return {'generator': self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state['generator'])
+
+    def __call__(self, batch, current_iter):
+        gt = batch['gt']
+        blurred = F.conv2d(F.pad(gt, (1, 1, 1, 1), mode='reflect'), batch['kernel1'].expand(3, 1, 3, 3), groups=3)
+        lq = F.interpolate(blurred, scale_factor=0.25, mode='area')
+        noise = torch.randn(lq.shape, generator=self.generator) * 0.05
+        return {'lq': (lq + noise).clamp(0, 1), 'gt': gt, 'gt_usm': gt}
+
+
+def test_eco_replays_the_same_degradation(tmp_path):
+    path, _ = save_teacher(tmp_path, TINY_SRRESNET)
+    model = make_model(options(TINY_SRRESNET, [{'type': 'ECO', 'teacher_path': path}], tmp_path, total_iter=100))
+    eco = model.regularizers[0]
+    model.degradation = ReplayableDegradation()
+    batch = {'gt': torch.rand(2, 3, 32, 32), 'kernel1': torch.full((1, 1, 3, 3), 1 / 9)}
+    model.feed_data(batch, 5)
+    real_lq = model.lq
+    state_after = model.degradation.state_dict()['generator']
+    replayed = eco.replay_degradation(batch['gt'], model, 5)
+    assert torch.equal(replayed['lq'], real_lq)  # D(GT) replayed is the real LR
+    assert torch.equal(model.degradation.state_dict()['generator'], state_after)  # the stream goes on unchanged
+    lq, gt = eco.transform_batch(model.lq, model.gt, 10, {'model': model})
+    mu = eco.teacher_output(real_lq, model)
+    assert torch.allclose(lq, eco.replay_degradation(mu, model, 10)['lq']) and torch.allclose(gt, mu)
+
+
+def test_eco_rejects_a_training_pair_queue():
+    cls = REGULARIZER_REGISTRY.get('ECO')
+    with pytest.raises(OptionError, match='queue_size'):
+        cls.check_options({'cache_teacher': False}, {'degradation': {'type': 'HighOrderDegradation', 'queue_size': 16}},
+                          'train.regularizers[0]')
+    with pytest.raises(OptionError, match='cache_teacher'):
+        cls.check_options({'cache_teacher': True}, {'degradation': {'type': 'HighOrderDegradation'}},
+                          'train.regularizers[0]')
+
+
+# ----------------------------------------------------------------------------- DropBlock, DropConnect
+def test_dropblock_statistics_blocks_and_eval():
+    plain = tiny_srresnet()
+    net = copy.deepcopy(plain)
+    block, = attach(net, {'type': 'DropBlock', 'drop_rate': 0.1, 'block_size': 3})
+    torch.manual_seed(8)
+    mask = block.block_mask(torch.ones(32, 16, 32, 32))
+    assert abs(mask.mean().item() - 0.1) < 0.02
+    # every dropped pixel lies in a fully dropped 3×3 square: the mask equals its morphological opening
+    eroded = 1 - F.max_pool2d(1 - mask, 3, stride=1)
+    opened = F.max_pool2d(F.pad(eroded, (2, 2, 2, 2)), 3, stride=1)
+    assert torch.equal(opened, mask)
+    x = torch.rand(4, 16, 32, 32) + 0.5
+    y = block.transform(x, 0)
+    ratio = y / x
+    kept = ratio[ratio > 0]
+    assert torch.allclose(kept, kept[0].expand_as(kept)) and kept[0] > 1
+    assert torch.allclose(y.mean(), x.mean(), rtol=0.05)
+    lr = torch.rand(2, 3, 8, 8)
+    assert torch.equal(net.eval()(lr), plain.eval()(lr))
+
+
+def test_dropconnect_masks_weights_then_restores_them():
+    plain = tiny_srresnet()
+    net = copy.deepcopy(plain).train()
+    attach(net, {'type': 'DropConnect', 'p': 0.5, 'sites': ['blocks.*.conv.*', 'last_conv_input']})
+    conv = net.conv_last
+    param = conv.weight
+    seen = []
+    conv.register_forward_pre_hook(lambda m, a: seen.append(m.weight.detach().clone()))  # runs after the mask
+    torch.manual_seed(9)
+    x = torch.rand(2, 3, 8, 8)
+    out = net(x)
+    assert conv.weight is param and isinstance(conv.weight, nn.Parameter)
+    effective = seen[0]
+    dropped = (effective == 0).float().mean().item()
+    assert abs(dropped - 0.5) < 0.08
+    assert torch.allclose(effective[effective != 0], param.detach()[effective != 0] * 2)
+    out.mean().backward()
+    assert param.grad is not None and (param.grad[effective == 0] == 0).all()
+    assert param.grad.abs().sum() > 0
+    assert set(dict(net.named_parameters())) >= set(dict(plain.named_parameters()))
+    assert torch.equal(net.eval()(x), plain.eval()(x))
+
+
+# ----------------------------------------------------------------------------- option validation
+@pytest.mark.parametrize('regularizers, message', [
+    ([{'type': 'Dropout', 'sites': ['blocks.9']}],
+     "train.regularizers[0].sites: Dropout needs site 'blocks.9', which MSRResNet lacks; MSRResNet has: "
+     'blocks.0..1, blocks.<i>.conv.0..1, last_conv_input'),
+    ([{'type': 'EATS', 'layers': ['blocks.*.conv.2']}],
+     "train.regularizers[0].layers: EATS needs site 'blocks.*.conv.2', which MSRResNet lacks; MSRResNet has: "
+     'blocks.0..1, blocks.<i>.conv.0..1, last_conv_input'),
+    ([{'type': 'Dropout', 'p': 0.7}, {'type': 'AdaptiveDropout'}],
+     'train.regularizers[1]: AdaptiveDropout cannot be combined with Dropout (train.regularizers[0])'),
+    ([{'type': 'DropBlock'}, {'type': 'EATS'}, {'type': 'Dropout'}],
+     'train.regularizers[2]: Dropout cannot be combined with DropBlock (train.regularizers[0])'),
+    ([{'type': 'EATS'}, {'type': 'EATS'}], 'train.regularizers[1]: EATS cannot be combined with EATS '
+     '(train.regularizers[0])'),
+    ([{'type': 'Dropout', 'pp': 0.5}], "train.regularizers[0].pp: unknown key; did you mean 'p'?"),
+    ([{'type': 'AdaptiveDropout', 'w_int': 0.5}], "train.regularizers[0].w_int: unknown key; did you mean 'w_init'?"),
+    ([{'type': 'Dropout', 'p': 1.0}], 'train.regularizers[0].p: 1.0 must be in [0, 1)'),
+    ([{'type': 'Dropuot'}], "train.regularizers[0].type: unknown regularizer 'Dropuot'; did you mean 'Dropout'?"),
+    ([{'type': 'DropConnect', 'sites': ['blocks.0']}],
+     "train.regularizers[0].sites: DropConnect masks conv weights, but site 'blocks.0' of MSRResNet is a "
+     'ResidualBlockNoBN, not a Conv2d; use conv sites (blocks.*.conv.*) or last_conv_input'),
+    ([{'type': 'AdaptiveDropout', 'implicit': True, 'w_init': 1.0}],
+     'train.regularizers[0].w_init: 1.0 must be in (0, 1) with implicit: true (w is a sigmoid, which never '
+     'reaches 0 or 1)'),
+])
+def test_option_errors(tmp_path, regularizers, message):
+    with pytest.raises(OptionError) as err:
+        validate_options(options(TINY_SRRESNET, regularizers, tmp_path))
+    assert str(err.value) == message
+
+
+def test_option_defaults_are_filled(tmp_path):
+    opt = validate_options(options(TINY_SRRESNET, [{'type': 'AdaptiveDropout'}, {'type': 'EATS'}], tmp_path))
+    ad, eats = opt['train']['regularizers']
+    assert ad == {'type': 'AdaptiveDropout', 'p': 0.5, 'w_init': 0.3, 'interval': 20000, 'anneal_last': True,
+                  'w_mode': 'value', 'implicit': False, 'sites': ['blocks.*.conv.0', 'last_conv_input']}
+    assert eats == {'type': 'EATS', 'layers': ['blocks.*.conv.*'], 'layer_ratio': 1.0, 'num_pairs': 1,
+                    'loss_weight': 1.0, 'reuse_prefix': True}
