@@ -541,5 +541,49 @@ def test_scripts_are_executable_strict_and_explain_usage():
         assert os.access(script, os.X_OK), f'{name} is not executable'
         assert 'set -euo pipefail' in script.read_text()
         out = subprocess.run([str(script)], capture_output=True, text=True, timeout=30)
-        assert out.returncode != 0 and 'usage' in (out.stdout + out.stderr).lower()
-        assert subprocess.run(['bash', '-n', str(script)]).returncode == 0
+        assert out.returncode == 2 and 'usage:' in out.stderr
+
+
+@pytest.fixture
+def echo_bin(tmp_path):
+    """``srun`` and ``python`` stand-ins that print the command line they were given."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for name in ('srun', 'python'):
+        (bin_dir / name).write_text('#!/bin/sh\necho "$(basename "$0") $*"\n')
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / 'x.yml').write_text('')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(('SLURM_', 'NNODES', 'NODE_RANK', 'RDZV_'))}
+
+    def run(script, *args, **env):
+        environ = dict(clean, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', PYTHON=str(bin_dir / 'python'), **env)
+        out = subprocess.run([str(REPO / 'scripts' / script), *args], capture_output=True, text=True, env=environ,
+                             cwd=tmp_path, timeout=30)
+        return out.returncode, out.stdout.split(), out.stderr
+
+    return run
+
+
+def test_dist_train_sh_builds_torchrun_commands(echo_bin):
+    code, cmd, _ = echo_bin('dist_train.sh', '4', 'x.yml', '--auto_resume')
+    assert code == 0 and cmd[:3] == ['python', '-m', 'torch.distributed.run']
+    assert {'--nproc_per_node=4', '--nnodes=1', '--standalone', '--launcher', 'pytorch', '--auto_resume'} <= set(cmd)
+    code, cmd, _ = echo_bin('dist_train.sh', '8', 'x.yml', NNODES='2', NODE_RANK='1', MASTER_ADDR='node0')
+    assert code == 0 and {'--nnodes=2', '--node_rank=1', '--master_addr=node0', '--master_port=29500'} <= set(cmd)
+    code, cmd, _ = echo_bin('dist_train.sh', '8', 'x.yml', NNODES='2', RDZV_ENDPOINT='node0:29400')
+    assert code == 0 and {'--rdzv_backend=c10d', '--rdzv_endpoint=node0:29400'} <= set(cmd)
+    code, _, err = echo_bin('dist_train.sh', '8', 'x.yml', NNODES='2')
+    assert code == 2 and 'NODE_RANK' in err
+    code, _, err = echo_bin('dist_train.sh', '2', 'missing.yml')
+    assert code == 2 and 'missing.yml' in err
+
+
+def test_slurm_train_sh_builds_srun_commands(echo_bin):
+    code, cmd, _ = echo_bin('slurm_train.sh', 'x.yml', '4', '--debug')
+    assert code == 0 and cmd[0] == 'srun'
+    assert {'--kill-on-bad-exit=1', '--ntasks=4', '--ntasks-per-node=4', '--gres=gpu:4'} <= set(cmd)
+    assert cmd[-4:] == ['--launcher', 'slurm', '--auto_resume', '--debug']
+    # inside a job the step takes the job's allocation
+    code, cmd, _ = echo_bin('slurm_train.sh', 'x.yml', SLURM_JOB_ID='42', SRUN_ARGS='--exclusive -l')
+    assert code == 0 and not any(a.startswith(('--ntasks', '--gres')) for a in cmd)
+    assert {'--kill-on-bad-exit=1', '--exclusive', '-l', '--auto_resume'} <= set(cmd)
