@@ -108,6 +108,22 @@ def test_gray_image_is_processed_as_one_plane_and_written_as_rgb(tmp_path):
         assert (lr == lr[:, :, :1]).all(), deg
 
 
+def test_other_pil_modes_are_converted(tmp_path):
+    hr_dir = tmp_path / 'hr'
+    hr_dir.mkdir()
+    rgb = skdata.coffee()[:40, :48]
+    Image.fromarray(rgb).convert('RGBA').save(hr_dir / 'rgba.png')
+    Image.fromarray(rgb).convert('P').save(hr_dir / 'palette.png')
+    deep = (skdata.camera()[:40, :48].astype(np.uint16) * 257)
+    cv2.imwrite(str(hr_dir / 'deep.png'), deep)  # PIL mode I;16
+    written = generate_testsets(hr_dir, tmp_path / 'out', 4, degradations='clean', progress=False)
+    hr = {p.stem: load_rgb(p) for p in written['HR']}
+    assert np.array_equal(hr['rgba'], rgb)
+    assert np.array_equal(hr['deep'], np.repeat(skdata.camera()[:40, :48, None], 3, axis=2))
+    assert hr['palette'].shape == (40, 48, 3)
+    assert all(load_rgb(p).shape == (10, 12, 3) for p in written['clean'])
+
+
 # ---------------------------------------------------------------- noise
 
 

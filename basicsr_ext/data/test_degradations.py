@@ -180,7 +180,7 @@ def _downsample(img, scale, protocol):
         return np.asarray(Image.fromarray(img).resize((w // scale, h // scale), _PIL_BICUBIC))
     from basicsr.utils.matlab_functions import imresize
     out = imresize(img.astype(np.float32) / 255., 1. / scale, antialiasing=True)
-    # basicsr sizes the output with ceil(h * (1/scale)); the float product can land just above an integer
+    # basicsr sizes the output as ceil(h * (1/scale)); keep the size fixed at h // scale even if that rounds up
     out = out[:h // scale, :w // scale]
     return np.clip(np.round(out * 255.), 0, 255).astype(np.uint8)
 
@@ -240,7 +240,8 @@ def degrade_image(hr, spec, scale, seed=0, name='', protocol='reflash'):
     scale = int(scale)
     img = mod_crop(_as_native(hr), scale)
     if img.shape[0] < scale or img.shape[1] < scale:
-        raise ValueError(f'image {name or ""} of size {hr.shape[:2]} is smaller than the scale {scale}')
+        label = f'image {name!r}' if name else 'image'
+        raise ValueError(f'{label} of size {hr.shape[:2]} is smaller than the scale {scale}')
     if deg.blur_sigma is not None:
         k = blur_kernel_size(deg.blur_sigma)
         img = cv2.GaussianBlur(img, (k, k), deg.blur_sigma)
