@@ -514,9 +514,9 @@ def test_launchers_explain_missing_variables(bare_env):
     with pytest.raises(RuntimeError, match='srun'):
         dist_util.init_dist('slurm', use_cuda=False)
     with pytest.raises(RuntimeError, match='gloo'):
-        monkeypatch.setenv('SLURM_PROCID', '0')
-        monkeypatch.setenv('SLURM_NTASKS', '1')
-        dist_util.init_dist('slurm', use_cuda=False, backend='nccl')
+        dist_util.init_dist('pytorch', use_cuda=False, backend='nccl')
+    with pytest.raises(ValueError, match='none, pytorch or slurm'):
+        dist_util.init_dist('mpi', use_cuda=False)
 
 
 def test_sampler_is_reseeded_every_epoch_and_shards_like_one_big_batch():

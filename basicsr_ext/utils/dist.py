@@ -79,15 +79,15 @@ def init_dist(launcher, use_cuda, backend=None, port=29500, timeout=1800, local_
         return 0, 1, 0
     if is_dist():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', local_rank or 0))
+    backend = backend or ('nccl' if use_cuda else 'gloo')
+    if backend == 'nccl' and not use_cuda:
+        raise RuntimeError("dist_params.backend: 'nccl' needs GPUs; use 'gloo' for CPU training (num_gpu: 0)")
     if launcher == 'slurm':
         rank, world, local_rank = _slurm_env(port)
     elif launcher == 'pytorch':
         rank, world, local_rank = _torchrun_env(local_rank)
     else:
         raise ValueError(f"--launcher: unknown launcher '{launcher}'; use none, pytorch or slurm")
-    backend = backend or ('nccl' if use_cuda else 'gloo')
-    if backend == 'nccl' and not use_cuda:
-        raise RuntimeError("dist_params.backend: 'nccl' needs GPUs; use 'gloo' for CPU training (num_gpu: 0)")
     if use_cuda:
         # a scheduler may expose only this task's GPU (--gpus-per-task), making it device 0
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
