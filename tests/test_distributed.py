@@ -8,6 +8,7 @@ to tmp_path) that dumps each rank's final weights and validation results and can
 iterations down so that a signal lands mid-run. Single-process references run in this process.
 """
 import json
+import logging
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from basicsr_ext.data import DEGRADATION_TYPES, ResumableSampler
 from basicsr_ext.models import build_model
 from basicsr_ext.regularizers import REGULARIZER_REGISTRY
 from basicsr_ext.utils import dist as dist_util
-from basicsr_ext.utils.checkpoint import find_resume_state, load_checkpoint
+from basicsr_ext.utils.checkpoint import find_resume_state, get_rng_states, load_checkpoint
 from basicsr_ext.utils.options import load_options, make_parser
 from conftest import REPO
 
@@ -456,20 +457,46 @@ def test_a_dead_rank_makes_the_other_fail_within_the_timeout(launched):
     assert rc not in (0, None) and elapsed < DEAD_RANK_BOUND, launched.dead_tail
 
 
-def test_each_rank_seeds_its_degradation_with_manual_seed_plus_rank(tmp_path):
+@pytest.fixture
+def degraded_models(tmp_path):
+    """Models of rank 0 and 1 (of 2) with the training degradation, built in this process."""
     if 'HighOrderDegradation' not in DEGRADATION_TYPES:
         pytest.skip('the training degradation (basicsr_ext/data/degradation.py) is not installed yet')
     raw = options(tmp_path / 'deg')
     raw['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': 16}
     path = tmp_path / 'deg.yml'
     path.write_text(yaml.safe_dump(raw))
-    states = []
+    models = []
     for rank in (0, 1):
         opt = load_options(str(path))
         opt.update(rank=rank, world_size=2, dist=False)
-        states.append(build_model(opt).degradation.state_dict()['generator'])
-    for rank, state in enumerate(states):
-        assert torch.equal(state, torch.Generator().manual_seed(raw['manual_seed'] + rank).get_state())
+        models.append(build_model(opt))
+    return models
+
+
+def test_each_rank_seeds_its_degradation_with_manual_seed_plus_rank(degraded_models):
+    for rank, model in enumerate(degraded_models):
+        expected = torch.Generator().manual_seed(model.opt['manual_seed'] + rank).get_state()
+        assert torch.equal(model.degradation.state_dict()['generator'], expected)
+
+
+def test_resume_gives_each_rank_its_own_streams(degraded_models):
+    with torch.random.fork_rng(devices=[]):
+        saved = []
+        for rank, model in enumerate(degraded_models):
+            torch.manual_seed(100 + rank)
+            torch.rand(rank + 1, generator=model.degradation.generator)  # the streams move on differently
+            saved.append({'rng': get_rng_states(), **model.rank_state()})
+        state, log = {'iter': 8, 'rng': saved[0]['rng'], 'ranks': saved}, logging.getLogger('test')
+        model = degraded_models[1]
+        model.degradation.seed(0)
+        torch.manual_seed(0)
+        train._restore_rank_state(model, state, model.opt, log)
+        assert torch.equal(torch.get_rng_state(), saved[1]['rng']['torch'])
+        assert torch.equal(model.degradation.state_dict()['generator'], saved[1]['degradation']['generator'])
+        # another number of processes: fresh streams, not rank 0's
+        train._restore_rank_state(model, {**state, 'ranks': saved[:1]}, model.opt, log)
+        assert not torch.equal(torch.get_rng_state(), saved[0]['rng']['torch'])
 
 
 # ----------------------------------------------------------------------------- in-process units
