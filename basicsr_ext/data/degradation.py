@@ -674,7 +674,7 @@ class HighOrderDegradation:
             raise ValueError(f'GT canvases are {h}x{w}, not a multiple of scale {self.scale}')
         k1, k2, ks = (batch[k].to(self.device, non_blocking=True).float()
                       for k in ('kernel1', 'kernel2', 'sinc_kernel'))
-        params = [self.plan(prm, (h, w), k1.size(-1) // 2) for prm in self.sample_params(b, (h, w))]
+        params = [self.plan(prm, (h, w)) for prm in self.sample_params(b, (h, w))]
         lq, gt_p, usm_p = self.degrade(gt, k1, k2, ks, params)
         if self.opt['queue_size']:
             lq, gt_p, usm_p = self._dequeue_and_enqueue(lq, gt_p, usm_p)
