@@ -388,7 +388,7 @@ class HighOrderDegradation:
         'gt_usm': Field(bool, True, doc='USM-sharpen the GT before degrading it (Real-ESRNet gt_usm)'),
         'usm_radius': Field(int, 50, min=1, doc='USM Gaussian size (made odd), as basicsr USMSharp'),
         'usm_weight': Field(float, 0.5, min=0, doc='USM sharpening weight'),
-        'usm_threshold': Field(float, 10, min=0, doc='USM mask threshold on |I - blur(I)| in 0-255 units'),
+        'usm_threshold': Field(float, 10, min=0, doc='USM mask threshold on abs(I - blur(I)), 0-255 units'),
         # first degradation
         'resize_prob': _probs(0.2, 0.7, 0.1, 'weights of [up, down, keep] for the first resize'),
         'resize_range': _range(0.15, 1.5, 'first resize scale range [down low, up high]', low=1e-3),
