@@ -25,17 +25,9 @@ _modules = [
 ]
 
 
-def _degradation_types():
-    types = {}
-    try:
-        from .degradation import HighOrderDegradation
-        types['HighOrderDegradation'] = HighOrderDegradation
-    except ImportError:  # the module is optional until the pipeline is installed
-        pass
-    return types
+from .degradation import HighOrderDegradation  # noqa: E402
 
-
-DEGRADATION_TYPES = _degradation_types()
+DEGRADATION_TYPES = {'HighOrderDegradation': HighOrderDegradation}
 
 
 def build_degradation(opt, scale, device):
