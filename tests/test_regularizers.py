@@ -22,6 +22,15 @@ from basicsr_ext.utils.options import validate_options
 from basicsr_ext.utils.schema import OptionError, validate
 
 
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    # with the cores shared, OpenMP threads spin against each other: one thread is ~50x faster here
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_srresnet():
     torch.manual_seed(0)
     return MSRResNet(num_feat=16, num_block=2, upscale=4)
@@ -402,7 +411,8 @@ def test_eco_teacher_cache_skips_repeated_patches(tmp_path):
 
 
 class ReplayableDegradation:
-    """Stand-in with HighOrderDegradation's contract: own generator, state_dict, (batch, iter) -> pair."""
+    """Stand-in with HighOrderDegradation's contract: own generator, patch origins from sample_params, crop."""
+    scale, gt_size = 4, 32
 
     def __init__(self):
         self.generator = torch.Generator().manual_seed(11)
@@ -413,29 +423,59 @@ class ReplayableDegradation:
     def load_state_dict(self, state):
         self.generator.set_state(state['generator'])
 
+    def sample_params(self, batch_size, canvas_hw):
+        span = canvas_hw[0] // self.scale - self.gt_size // self.scale + 1
+        return [{'top': int(t), 'left': int(u)} for t, u in torch.randint(span, (batch_size, 2), generator=self.generator)]
+
     def __call__(self, batch, current_iter):
-        gt = batch['gt']
+        canvas = batch['gt']
+        g, s = self.gt_size, self.scale
+        gt = torch.stack([canvas[i, :, p['top'] * s:p['top'] * s + g, p['left'] * s:p['left'] * s + g]
+                          for i, p in enumerate(self.sample_params(canvas.shape[0], canvas.shape[-2:]))])
         blurred = F.conv2d(F.pad(gt, (1, 1, 1, 1), mode='reflect'), batch['kernel1'].expand(3, 1, 3, 3), groups=3)
-        lq = F.interpolate(blurred, scale_factor=0.25, mode='area')
+        lq = F.interpolate(blurred, scale_factor=1 / s, mode='area')
         noise = torch.randn(lq.shape, generator=self.generator) * 0.05
         return {'lq': (lq + noise).clamp(0, 1), 'gt': gt, 'gt_usm': gt}
+
+
+def check_replay(model, eco, batch, current_iter):
+    """D(real GT) replayed is the real LR; the degradation's stream is left where the real call left it."""
+    model.feed_data(batch, current_iter)
+    real_lq, real_gt = model.lq, model.gt
+    state_after = model.degradation.state_dict()['generator']
+    replayed = eco.replay_degradation(real_gt, model, current_iter)
+    assert torch.equal(replayed['gt'], real_gt)
+    assert torch.equal(replayed['lq'], real_lq)
+    assert torch.equal(model.degradation.state_dict()['generator'], state_after)
+    mu = eco.teacher_output(real_lq, model)
+    lq, gt = eco.transform_batch(real_lq, real_gt, current_iter, {'model': model})
+    assert torch.allclose(gt, mu) and torch.allclose(lq, eco.replay_degradation(mu, model, current_iter)['lq'])
+    assert not torch.allclose(lq, real_lq)
+    assert torch.equal(model.degradation.state_dict()['generator'], state_after)
 
 
 def test_eco_replays_the_same_degradation(tmp_path):
     path, _ = save_teacher(tmp_path, TINY_SRRESNET)
     model = make_model(options(TINY_SRRESNET, [{'type': 'ECO', 'teacher_path': path}], tmp_path, total_iter=100))
-    eco = model.regularizers[0]
     model.degradation = ReplayableDegradation()
-    batch = {'gt': torch.rand(2, 3, 32, 32), 'kernel1': torch.full((1, 1, 3, 3), 1 / 9)}
-    model.feed_data(batch, 5)
-    real_lq = model.lq
-    state_after = model.degradation.state_dict()['generator']
-    replayed = eco.replay_degradation(batch['gt'], model, 5)
-    assert torch.equal(replayed['lq'], real_lq)  # D(GT) replayed is the real LR
-    assert torch.equal(model.degradation.state_dict()['generator'], state_after)  # the stream goes on unchanged
-    lq, gt = eco.transform_batch(model.lq, model.gt, 10, {'model': model})
-    mu = eco.teacher_output(real_lq, model)
-    assert torch.allclose(lq, eco.replay_degradation(mu, model, 10)['lq']) and torch.allclose(gt, mu)
+    batch = {'gt': torch.rand(2, 3, 48, 48), 'kernel1': torch.full((1, 1, 3, 3), 1 / 9)}
+    check_replay(model, model.regularizers[0], batch, 5)
+
+
+def test_eco_replays_the_high_order_degradation(tmp_path):
+    degradation = pytest.importorskip('basicsr_ext.data.degradation')
+    path, _ = save_teacher(tmp_path, TINY_SRRESNET)
+    model = make_model(options(TINY_SRRESNET, [{'type': 'ECO', 'teacher_path': path}], tmp_path, total_iter=100))
+    model.degradation = degradation.HighOrderDegradation({'gt_size': 32, 'context': 8}, 4, torch.device('cpu'))
+    model.degradation.seed(3)
+    torch.manual_seed(10)
+    gauss = torch.exp(-(torch.arange(21.) - 10)**2 / 8)
+    blur = (gauss[:, None] * gauss[None]) / gauss.sum()**2
+    delta = torch.zeros(21, 21)
+    delta[10, 10] = 1
+    batch = {'gt': torch.rand(2, 3, 64, 64), 'kernel1': blur.expand(2, 21, 21), 'kernel2': blur.expand(2, 21, 21),
+             'sinc_kernel': delta.expand(2, 21, 21)}
+    check_replay(model, model.regularizers[0], batch, 5)
 
 
 def test_eco_rejects_a_training_pair_queue():

@@ -22,6 +22,7 @@ from .site_transform import SiteTransformRegularizer, channel_keep_mask, drop_pr
 
 @REGULARIZER_REGISTRY.register()
 class AdaptiveDropout(SiteTransformRegularizer):
+    """Blend each site's feature with its channel dropout, w·x + (1-w)·Dropout2d(x); w anneals to 1 site by site."""
     OPTIONS = {
         'p': drop_probability_field(0.5, 'dropout rate of the dropped branch (the code\'s constant 0.5)'),
         'w_init': Field(float, 0.3, min=0.0, max=1.0,

@@ -183,6 +183,7 @@ def detach_tape(attached):
 # ----------------------------------------------------------------------------- the regularizer
 @REGULARIZER_REGISTRY.register()
 class EATS(Regularizer):
+    """Awakening loss on a second pass in which one channel of one layer is overwritten by another."""
     OPTIONS = {
         'layers': sites_field(['blocks.*.conv.*'], doc='participating layers (site patterns); default every body conv'),
         'layer_ratio': Field(float, 1.0, min=0.0, max=1.0,

@@ -11,9 +11,11 @@ D is the operator that made LR from GT:
 
 * with the model's training degradation (blind SR), D replays the *same* sampled
   degradation: the degradation's generator is rewound to its state from just before the
-  real pair was made and the degradation runs again on the batch with ``gt`` replaced by μ
-  (the kernels travel in the batch), so the same blur, resize, noise and JPEG draws apply;
-  the generator is then put back, so the training stream does not change;
+  real pair was made and the degradation runs again on the batch with the GT patch
+  replaced by μ (the kernels travel in the batch), so the same crop, blur, resize, noise
+  and JPEG draws apply; the generator is then put back, so the training stream does not
+  change. This relies on ``HighOrderDegradation.sample_params`` (its first draw) giving
+  each patch's LR origin as ``top``/``left``;
 * without one (paired bicubic data), D is MATLAB bicubic downsampling with antialiasing,
   i.e. basicsr's ``imresize`` (``matlab_bicubic_resize``), batched on the device.
 
@@ -79,6 +81,7 @@ def _degradation_queue_size(deg_opt):
 
 @REGULARIZER_REGISTRY.register()
 class ECO(Regularizer):
+    """Train on a mix of a frozen teacher's synthetic pair and the real pair, moving from synthetic to real."""
     #: asks BlindSRModel.feed_data to keep the degradation's generator state of each batch
     NEEDS_DEGRADATION_REPLAY = True
 
@@ -142,9 +145,14 @@ class ECO(Regularizer):
 
     def _check_model(self, model):
         self.check_options(self.opt, model.opt, 'train.regularizers (ECO)')
-        if model.degradation is not None and getattr(model, 'degradation_state', None) is None:
+        if model.degradation is None:
+            return
+        if getattr(model, 'degradation_state', None) is None:
             raise RuntimeError('ECO needs the degradation state of the batch; feed batches with '
                                'BlindSRModel.feed_data')
+        if not hasattr(model.degradation, 'sample_params'):
+            raise RuntimeError(f'ECO cannot replay {type(model.degradation).__name__}: it has no sample_params() '
+                               'giving the patch positions it draws')
 
     def teacher_output(self, lq, model):
         teacher = self.teacher if self.teacher is not None else self.build_teacher(model)
@@ -186,20 +194,29 @@ class ECO(Regularizer):
         return self.replay_degradation(mu, model, current_iter)['lq']
 
     @staticmethod
-    def replay_degradation(gt, model, current_iter):
-        """The model's degradation of this iteration's batch, with its GT replaced by ``gt``."""
+    def replay_degradation(gt_patches, model, current_iter):
+        """The model's degradation of this iteration's batch with its GT patches replaced by ``gt_patches``.
+
+        The degradation crops a GT patch out of each (larger) canvas at a position it draws, and
+        degrades a window around it. The patch positions are re-drawn from the saved state,
+        ``gt_patches`` are pasted there (the real canvas stays around them, so the blur and
+        resize footprints at the patch border see real image, as for the real pair), and the
+        degradation runs again from the same state: same kernels, same draws.
+        """
         deg = model.degradation
-        batch = dict(model.batch)
-        if batch['gt'].shape[-2:] != gt.shape[-2:]:
-            raise RuntimeError(f"ECO: the degradation turned {tuple(batch['gt'].shape[-2:])} GT crops into "
-                               f'{tuple(gt.shape[-2:])} training GT (it crops after degrading), so the teacher '
-                               'output cannot be degraded the same way; let the dataset crop to gt_size')
-        batch['gt'] = gt.to(batch['gt'].device)
+        canvas = model.batch['gt']
+        size = gt_patches.shape[-1]
         after = deg.state_dict()
-        deg.load_state_dict(model.degradation_state)
         try:
+            deg.load_state_dict(model.degradation_state)
+            origins = deg.sample_params(canvas.shape[0], tuple(canvas.shape[-2:]))
+            pasted = canvas.clone()
+            for i, origin in enumerate(origins):
+                top, left = origin['top'] * deg.scale, origin['left'] * deg.scale
+                pasted[i, :, top:top + size, left:left + size] = gt_patches[i].to(pasted)
+            deg.load_state_dict(model.degradation_state)
             with torch.no_grad():
-                return deg(batch, current_iter)
+                return deg({**model.batch, 'gt': pasted}, current_iter)
         finally:
             deg.load_state_dict(after)
 
