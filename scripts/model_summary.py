@@ -81,15 +81,21 @@ def count_flops(net, x):
 
 
 def time_forward(net, x, runs, warmup):
-    """Median wall time of a no-grad forward; the first calls on a new shape build oneDNN primitives."""
-    times = []
+    """Median wall and process-CPU seconds of a no-grad forward.
+
+    Warm-up runs are needed because the first calls on a new shape build oneDNN primitives.
+    The CPU time is reported too because on a shared machine it is far less sensitive to
+    other processes than the wall time (with one thread it is close to the quiet wall time).
+    """
+    wall, cpu = [], []
     with torch.no_grad():
         for i in range(warmup + runs):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             net(x)
             if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+                wall.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def summarize(name, opt, lr_size, timing=None):
@@ -105,7 +111,7 @@ def summarize(name, opt, lr_size, timing=None):
         row['site_summary'] = dict(blocks=len(sites.blocks), convs=len(sites.convs), names=sites.names())
     if timing:
         runs, warmup = timing
-        row['cpu_forward_s'] = time_forward(net, x, runs, warmup)
+        row['cpu_forward_s'], row['cpu_forward_process_s'] = time_forward(net, x, runs, warmup)
         row['threads'] = torch.get_num_threads()
     return row
 
@@ -125,19 +131,19 @@ def print_row(row):
         s = row['site_summary']
         print(f"sites: {describe_names(s['names'])} ({s['blocks']} blocks, {s['convs']} block convs)")
     if 'cpu_forward_s' in row:
-        print(f"CPU forward @ LR {h}x{w}, batch 1: {row['cpu_forward_s']:.3f} s "
-              f"(median, {row['threads']} threads)")
+        print(f"CPU forward @ LR {h}x{w}, batch 1: {row['cpu_forward_s']:.3f} s wall, "
+              f"{row['cpu_forward_process_s']:.3f} s process CPU (medians, {row['threads']} threads)")
 
 
 def print_markdown(rows, timed):
     h, w = rows[0]['lr_size']
-    head = f'| arch | params | GFLOPs @ {h}×{w} |' + (f' CPU fwd @ {h}×{w} |' if timed else '')
+    head = f'| arch | params | GFLOPs @ {h}×{w} |' + (f' CPU fwd @ {h}×{w} (wall) | process CPU |' if timed else '')
     print(head)
-    print('|---|---:|---:|' + ('---:|' if timed else ''))
+    print('|---|---:|---:|' + ('---:|---:|' if timed else ''))
     for r in rows:
         line = f"| {r['name']} | {r['params']:,} | {r['gflops']:.2f} |"
         if timed:
-            line += f" {r['cpu_forward_s']:.3f} s |"
+            line += f" {r['cpu_forward_s']:.3f} s | {r['cpu_forward_process_s']:.3f} s |"
         print(line)
 
 

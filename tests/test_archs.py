@@ -40,13 +40,23 @@ def n_params(net):
 ],
                          ids=lambda v: v if isinstance(v, int) else f"{v['type']}-x{v.get('upscale', v.get('scale'))}")
 def test_param_count(opt, expected):
-    assert n_params(build_network(opt)) == expected
+    assert n_params(build_for_count(opt)) == expected
+
+
+def build_for_count(opt):
+    """The network without the cost of initialising weights (meta tensors) or attention masks."""
+    if opt['type'] == 'SwinIR':  # its constructor calls .item(), impossible on meta tensors
+        return build_network(dict(opt, img_size=opt['window_size']))  # img_size only sizes buffers
+    with torch.device('meta'):
+        return build_network(opt)
 
 
 def test_rcan_cross_check_and_han_defaults():
     # HAN = RCAN(10 groups of 20) + LAM/CSAM/fusion (479,390)
-    assert n_params(RCAN(3, 3, num_feat=64, num_group=10, num_block=20, squeeze_factor=16, upscale=4)) == 15_592_355
-    han = HAN()  # constructor defaults are the official configuration
+    with torch.device('meta'):
+        rcan = RCAN(3, 3, num_feat=64, num_group=10, num_block=20, squeeze_factor=16, upscale=4)
+        han = HAN()  # constructor defaults are the official configuration
+    assert n_params(rcan) == 15_592_355
     assert n_params(han) == 16_071_745
     assert sum(p.numel() for p in han.parameters()) == 16_071_745  # no frozen MeanShift convs
     assert 'mean' not in han.state_dict()
@@ -304,3 +314,33 @@ def test_han_rejects_inconsistent_channels():
     with pytest.raises(ValueError, match='rgb_mean'):
         HAN(num_in_ch=1, num_out_ch=1, num_feat=8, num_group=1, num_block=1, squeeze_factor=4)
     HAN(num_in_ch=1, num_out_ch=1, num_feat=8, num_group=1, num_block=1, squeeze_factor=4, rgb_mean=[0.5])
+
+
+# ---------------------------------------------------------------- scripts/model_summary.py
+def _model_summary():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'scripts' / 'model_summary.py'
+    spec = importlib.util.spec_from_file_location('model_summary', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_summary_sources_agree(tmp_path, capsys):
+    import json
+    ms = _model_summary()
+    assert ms.preset_options('han_lite', 3) == dict(type='HAN', **HAN_PRESETS['han_lite'], upscale=3)
+    tiny_han = ['num_feat=8', 'num_group=2', 'num_block=1', 'squeeze_factor=4', 'upscale=2']
+    yml = tmp_path / 'o.yml'
+    yml.write_text('scale: 2\nnetwork_g:\n  type: HAN\n' + ''.join(f'  {kv.replace("=", ": ")}\n' for kv in tiny_han))
+    rows = []
+    for argv in (['-opt', str(yml)], ['--arch', 'HAN', '--arch_opt', *tiny_han, '--time', '--runs', '1'],
+                 ['--preset', 'han', '--arch_opt', *tiny_han]):
+        ms.main(argv + ['--lr_size', '8x12', '--json'])
+        rows += json.loads(capsys.readouterr().out)
+    expected = n_params(HAN(**{k: int(v) for k, v in (kv.split('=') for kv in tiny_han)}))
+    assert [r['params'] for r in rows] == [expected] * 3
+    assert len({r['gflops'] for r in rows}) == 1
+    assert all(r['output_shape'] == [1, 3, 16, 24] and r['site_summary']['blocks'] == 2 for r in rows)
+    assert rows[1]['cpu_forward_s'] > 0
