@@ -445,7 +445,10 @@ class HighOrderDegradation:
         self.generator.manual_seed(int(seed))
 
     def state_dict(self):
-        return {'generator': self.generator.get_state(), 'queue': None if self.queue is None else dict(self.queue)}
+        queue = None
+        if self.queue is not None:  # copies: the pool is updated in place after this returns
+            queue = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.queue.items()}
+        return {'generator': self.generator.get_state(), 'queue': queue}
 
     def load_state_dict(self, state):
         self.generator.set_state(state['generator'].cpu())
