@@ -67,11 +67,11 @@ class LayerAttention(nn.Module):
         # E sums C*H*W products; with 0-255 inputs it reaches ~1e9, far beyond fp16's
         # 65504, and bf16 would leave the softmax with ~3 significant digits of ~1e9.
         with _autocast_off(x.device.type):
-            feats = x.float().reshape(b, n, -1)
+            feats = x.reshape(b, n, -1).to(torch.promote_types(x.dtype, torch.float32))
             energy = torch.bmm(feats, feats.transpose(1, 2))
             energy = energy.amax(dim=-1, keepdim=True) - energy
             attention = torch.softmax(energy, dim=-1)
-            out = self.gamma.float() * torch.bmm(attention, feats) + feats
+            out = self.gamma.to(feats.dtype) * torch.bmm(attention, feats) + feats
         return out.reshape(b, n * c, h, w).to(x.dtype)
 
 
