@@ -265,14 +265,35 @@ def _validate_dataset(name, dopt, opt, where):
     return dopt
 
 
+class _MetaFactories(torch.overrides.TorchFunctionMode):
+    """Create tensors on the meta device, except ``arange``/``linspace``, whose values constructors read.
+
+    basicsr's SwinIR calls ``.item()`` on a ``linspace``, which a plain ``torch.device('meta')`` refuses.
+    """
+    _KEEP = (torch.arange, torch.linspace)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _FACTORIES and func not in self._KEEP and kwargs.get('device') is None:
+            kwargs['device'] = 'meta'
+        return func(*args, **kwargs)
+
+
+_FACTORIES = torch.utils._device._device_constructors()
+
+
 def build_meta_network(net_opt):
-    """Build the network on the meta device: no memory, no weights, just structure."""
+    """Build the network with meta weights (no memory, no initialisation); on CPU if that fails."""
     from ..archs import build_network
-    with torch.device('meta'):
+    try:
+        with _MetaFactories():
+            return build_network(net_opt)
+    except (RuntimeError, NotImplementedError):
         return build_network(net_opt)
 
 
 def _check_network(opt):
+    from .inference import input_multiple
     where = 'network_g'
     net_opt = opt['network_g']
     if 'type' not in net_opt:
@@ -283,10 +304,11 @@ def _check_network(opt):
         net = build_meta_network(net_opt)
     except Exception as err:  # the constructor's own message is the useful part
         raise OptionError(f"{where}: cannot build {net_opt['type']}: {err}") from err
-    size = int(getattr(net, 'window_size', 8)) * 2
+    size = max(input_multiple(net), 8) * 2
+    device = next(net.parameters()).device
     try:
         with torch.no_grad():
-            out = net(torch.empty(1, _in_channels(net), size, size, device='meta'))
+            out = net(torch.zeros(1, _in_channels(net), size, size, device=device))
     except Exception:  # some archs cannot run on meta tensors; the real run checks the shape again
         return net_opt, net
     if out.shape[-1] != size * opt['scale']:
