@@ -45,6 +45,7 @@ def parse_args(argv=None):
     parser.add_argument('--param_key', default='auto', choices=('auto', 'params', 'params_ema'),
                         help='weights to load (auto: params_ema if present, else params)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads for torch (default: one per core)')
     parser.add_argument('--amp', default=None, choices=('fp16', 'bf16'), help='mixed precision (CUDA only)')
     parser.add_argument('--suffix', default='out', help="output name suffix (default 'out': <name>_out.png)")
     parser.add_argument('--no_progress', action='store_true', help='hide the progress bar')
@@ -80,6 +81,9 @@ def run(args):
     if not is_file and not any(k in dict(args.arch_opt) for k in ('upscale', 'scale')):
         net_opt = set_net_scale(net_opt, args.scale or 4)
     device = resolve_device(args.device)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     net, scale = load_network(net_opt, args.model, args.param_key, args.scale, device)
     os.makedirs(args.output, exist_ok=True)
     written = []

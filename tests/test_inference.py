@@ -111,6 +111,12 @@ def test_wrong_scale_is_named(setup, capsys):
                                                'set the scale to 2')
     state, _ = load_state_dict(ckpt)
     assert checkpoint_scale({'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}, state) == 2
+    # RRDBNet ×2 unshuffles its input (12-channel conv_first); basicsr's scale=8 builds a ×4 net: still one answer
+    rrdb = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4}
+    rrdb_x4, _ = load_state_dict(tmp / 'rrdb_x4.pth')
+    assert checkpoint_scale({**rrdb, 'scale': 2}, rrdb_x4) == 4
+    rrdb_x2 = RRDBNet(3, 3, scale=2, num_feat=8, num_block=1, num_grow_ch=4).state_dict()
+    assert checkpoint_scale({**rrdb, 'scale': 4}, rrdb_x2) == 2
 
 
 def test_missing_inputs_are_named(setup, capsys):

@@ -33,8 +33,8 @@ from tqdm import tqdm
 from ..data.image_io import ImageTooSmallError, list_images, read_image
 from ..data.test_degradations import (DEGRADATIONS, PROTOCOLS, generate_testsets, mod_crop, parse_degradation,
                                       read_hr_image, set_dirname)
-from ..utils.inference import (ScaleMismatchError, check_input_size, forward_batches, load_network, read_arch_options,
-                               resolve_device)
+from ..utils.inference import (ScaleMismatchError, check_input_size, forward_batches, load_network, measure_scale,
+                               read_arch_options, resolve_device)
 from ..utils.options import PROJECT_ROOT, apply_overrides, build_meta_network, validate_kwargs, yaml_load
 from ..utils.schema import Field, OptionError, Section, validate
 
@@ -92,7 +92,8 @@ TEST_SCHEMA = {
     'scales': Field(list, None, item=int, doc='scales to evaluate (default: the models\' scales, or [4])'),
     'protocol': Field(str, 'reflash', choices=PROTOCOLS, doc="'reflash' (PIL bicubic) or 'matlab' (imresize)"),
     'seed': Field(int, 0, doc='noise seed of generated sets (per image, see test_degradations.image_seed)'),
-    'cache_dir': Field(str, 'datasets/testsets_cache', doc='where generated LR sets are cached'),
+    'cache_dir': Field(str, 'datasets/testsets', doc='generated LR sets: <cache_dir>/<dataset>/x<scale>/<set>/ '
+                       '(the layout of scripts/generate_degraded_testsets.py, whose sets are reused)'),
     'workers': Field(int, 1, min=1, doc='processes generating missing LR sets'),
     'results_root': Field(str, None, doc='output folder (default results/<name>)'),
     'metrics': Section({
@@ -108,6 +109,7 @@ TEST_SCHEMA = {
     'batch_size': Field(int, 8, min=1, doc='largest batch when batch_same_size is on'),
     'amp': Field((bool, str), False, check=_check_amp, doc="autocast on CUDA: false, true (= fp16), 'fp16', 'bf16'"),
     'device': Field(str, 'auto', check=_check_device, doc='auto, cpu, cuda, cuda:N'),
+    'num_threads': Field(int, None, min=1, doc='CPU threads of torch (default: torch\'s own, one per core)'),
     'baseline': Field(str, None, doc='model name the Improvement row subtracts'),
     'improvement': Field(str, None, doc='model name of the Improvement row (default: the last model that is '
                          'not the baseline)'),
@@ -175,18 +177,6 @@ def _network_options(value, where, root):
     return net_opt, meta
 
 
-def _meta_scale(net):
-    from ..utils.inference import _in_channels, input_multiple
-    size = max(input_multiple(net), 8) * 2
-    try:
-        with torch.no_grad():
-            out = net(torch.empty(1, _in_channels(net), size, size, device='meta'))
-    except Exception:  # some archs cannot run on meta tensors; the loaded network is measured again
-        return None
-    s = out.shape[-1] / size
-    return int(s) if float(s).is_integer() else s
-
-
 def _validate_model(m, where, root):
     if not isinstance(m, dict):
         raise OptionError(f'{where}: expected a mapping with a name, got {m!r}')
@@ -205,7 +195,7 @@ def _validate_model(m, where, root):
     m['network_g'], meta = _network_options(m['network_g'], f'{where}.network_g', root)
     m['path'] = _require(m['path'], f'{where}.path', 'file', root)
     m['arch'] = m['network_g']['type']
-    built = _meta_scale(meta)
+    built = measure_scale(meta, 'meta')
     if m['scale'] is not None and built is not None and built != m['scale']:
         raise OptionError(f"{where}.scale: {m['scale']}, but network_g builds a ×{built:g} {m['arch']}; "
                           f"set the network's upscale/scale argument to {m['scale']}")
@@ -402,16 +392,19 @@ def _cache_root(opt, dataset):
 
 
 def _set_complete(folder, stems, meta):
+    """Is ``folder`` a finished set for these HR images? Our marker says so, or (a set written by
+    scripts/generate_degraded_testsets.py, same generator) every file is there."""
+    if not all(os.path.isfile(os.path.join(folder, f'{s}.png')) for s in stems):
+        return False
     marker = os.path.join(folder, '.complete.json')
     if not os.path.isfile(marker):
-        return False
+        return meta['seed'] == 0
     try:
         with open(marker, encoding='utf-8') as f:
             info = json.load(f)
     except (OSError, ValueError):
         return False
-    return info.get('stems') == sorted(stems) and all(info.get(k) == v for k, v in meta.items()) and \
-        all(os.path.isfile(os.path.join(folder, f'{s}.png')) for s in stems)
+    return info.get('stems') == sorted(stems) and all(info.get(k) == v for k, v in meta.items())
 
 
 def _mark_complete(folder, stems, meta):
@@ -511,35 +504,49 @@ def _save_image(opt, dataset, scale, deg, model, stem, sr):
 
 
 def evaluate(opt, models=None, device=None):
-    """Run every model on every (dataset, scale, degradation); returns per-image records and timings.
+    """Run every model on every (dataset, scale, degradation).
 
     Loop order is dataset -> scale -> degradation -> model, so each LR set is read once.
+
+    Returns:
+        (records, timing): one dict per image and model with its metrics; and seconds spent
+        preparing sets (generating, reading) and, per model, running it (``inference_s``,
+        including the uint8 conversion) and scoring its outputs (``metrics_s``).
     """
     device = device or resolve_device(opt['device'])
     models = models if models is not None else build_models(opt, device)
-    records, timing = [], {}
+    records = []
+    timing = {'prepare_s': 0.0, 'models': {m.name: {'inference_s': 0.0, 'metrics_s': 0.0, 'images': 0}
+                                           for m in models}}
     for dataset in opt['datasets']:
         for scale in opt['scales']:
             active = [m for m in models if m.scale in (None, scale)]
             if not active:
                 continue
             crop = scale if opt['crop_border'] is None else opt['crop_border']
+            t0 = time.perf_counter()
             gt_src, sets = prepare_dataset(opt, dataset, scale)
             gts = {stem: _read_gt(src, scale) for stem, src in gt_src.items()}
+            timing['prepare_s'] += time.perf_counter() - t0
             total = len(gts) * len(sets) * len(active)
             bar = tqdm(total=total, unit='img', desc=f"{dataset['name']} x{scale}", disable=not opt['progress'])
             for deg, files in sets.items():
+                t0 = time.perf_counter()
                 stems = list(files)
                 lrs = [read_image(files[s], float32=False, order='rgb') for s in stems]
                 for stem, lr in zip(stems, lrs):
                     _check_sizes(dataset['name'], stem, gts[stem], lr, scale, crop)
+                timing['prepare_s'] += time.perf_counter() - t0
                 for model in active:
                     if hasattr(model, 'check_size'):
                         for stem, lr in zip(stems, lrs):
                             model.check_size(lr, f"{dataset['name']}/{deg}/{stem}")
                     bar.set_postfix_str(f'{deg} {model.name}')
+                    t = timing['models'][model.name]
                     t0 = time.perf_counter()
                     for i, sr in model.run(lrs, scale):
+                        t1 = time.perf_counter()
+                        t['inference_s'] += t1 - t0
                         stem = stems[i]
                         rec = {'model': model.name, 'arch': model.arch, 'dataset': dataset['name'], 'scale': scale,
                                'degradation': deg, 'image': stem, **_metrics(sr, gts[stem], opt, crop)}
@@ -547,8 +554,8 @@ def evaluate(opt, models=None, device=None):
                         if opt['save_images']:
                             _save_image(opt, dataset['name'], scale, deg, model.name, stem, sr)
                         bar.update()
-                    t = timing.setdefault(model.name, {'seconds': 0.0, 'images': 0})
-                    t['seconds'] += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        t['metrics_s'] += t0 - t1
                     t['images'] += len(lrs)
             bar.close()
     return records, timing
@@ -558,6 +565,8 @@ def run_benchmark(opt):
     """Evaluate, then write the tables, plots and (if ``paper_csv``) the comparison; returns the tables."""
     from . import report
     device = resolve_device(opt['device'])
+    if opt['num_threads']:
+        torch.set_num_threads(opt['num_threads'])
     if opt['amp'] and device.type != 'cuda':
         logger.warning(f'amp: ignored, the device is {device} (mixed precision is CUDA-only)')
         opt = {**opt, 'amp': False}
@@ -565,8 +574,12 @@ def run_benchmark(opt):
     models = build_models(opt, device)
     t0 = time.perf_counter()
     records, timing = evaluate(opt, models, device)
-    elapsed = time.perf_counter() - t0
-    tables = report.write_all(opt, records, timing, elapsed)
+    timing['evaluate_s'] = time.perf_counter() - t0
+    timing['device'] = str(device)
+    for name, t in timing['models'].items():
+        logger.info(f"{name}: {t['images']} images, inference {t['inference_s']:.1f} s "
+                    f"({t['images'] / max(t['inference_s'], 1e-9):.2f} img/s), metrics {t['metrics_s']:.1f} s")
+    tables = report.write_all(opt, records, timing)
     if opt['paper_csv']:
         from . import paper_compare
         text = paper_compare.compare_files(

@@ -147,12 +147,10 @@ def _versions():
             'numpy': np.__version__, 'machine': platform.machine(), 'processor': platform.processor() or ''}
 
 
-def _json_report(opt, rows, improvements, timing, elapsed):
+def _json_report(opt, rows, improvements, timing):
     models = []
     for m in opt['models']:
         models.append({k: m.get(k) for k in ('name', 'type', 'arch', 'scale', 'path', 'param_key', 'network_g')})
-    for t in timing.values():
-        t['images_per_s'] = t['images'] / t['seconds'] if t['seconds'] else None
     return {
         'name': opt['name'],
         'created': datetime.datetime.now().isoformat(timespec='seconds'),
@@ -168,7 +166,6 @@ def _json_report(opt, rows, improvements, timing, elapsed):
         'results': rows,
         'improvement': improvements,
         'timing': timing,
-        'elapsed_s': elapsed,
         'versions': _versions(),
     }
 
@@ -211,7 +208,7 @@ def plot_block(path, dataset, scale, block, opt):
     fig.savefig(path, dpi=120)
 
 
-def write_all(opt, records, timing, elapsed):
+def write_all(opt, records, timing):
     """Write table.md/.csv/.json, per_image.csv and the plots to ``opt['results_root']``."""
     out_dir = opt['results_root']
     os.makedirs(out_dir, exist_ok=True)
@@ -223,7 +220,7 @@ def write_all(opt, records, timing, elapsed):
     write_csv(os.path.join(out_dir, 'table.csv'), table_rows(rows, improvements, opt),
               ['dataset', 'scale', 'model', 'arch', 'metric'] + list(opt['degradations']))
     with open(os.path.join(out_dir, 'table.json'), 'w', encoding='utf-8') as f:
-        json.dump(_json_report(opt, rows, improvements, timing, elapsed), f, indent=1)
+        json.dump(_json_report(opt, rows, improvements, timing), f, indent=1)
     fields = ['model', 'arch', 'dataset', 'scale', 'degradation', 'image'] + _metrics_of(opt)
     write_csv(os.path.join(out_dir, 'per_image.csv'), records, fields)
     plots = []

@@ -24,7 +24,7 @@ from .checkpoint import load_checkpoint
 __all__ = [
     'ScaleMismatchError', 'input_multiple', 'check_input_size', 'forward_padded', 'forward_tiled', 'autocast',
     'forward_batches', 'resolve_device', 'measure_scale', 'checkpoint_scale', 'load_state_dict', 'read_arch_options',
-    'load_network', 'upscale_array'
+    'set_net_scale', 'load_network', 'upscale_array'
 ]
 
 SCALE_KEYS = ('upscale', 'scale')
@@ -181,16 +181,26 @@ def _in_channels(net):
 
 
 def measure_scale(net, device=None):
-    """The factor ``net`` really upsamples by, found by running it on a tiny input."""
+    """The factor ``net`` really upsamples by, found by running it on a tiny input.
+
+    ``device='meta'`` runs a network built on the meta device (no memory, no compute) and
+    returns None if the architecture cannot run there.
+    """
     net = getattr(net, 'module', net)
     size = max(input_multiple(net), 8) * 2
     if device is None:
         param = next(iter(net.parameters()), None)
         device = param.device if param is not None else torch.device('cpu')
     x = torch.zeros(1, _in_channels(net), size, size, device=device)
-    with torch.inference_mode():
-        out = net(x)
-    return out.shape[-1] / size
+    try:
+        with torch.inference_mode():
+            out = net(x)
+    except Exception:
+        if str(device) == 'meta':  # some ops have no meta kernel; the real network is measured later
+            return None
+        raise
+    scale = out.shape[-1] / size
+    return int(scale) if float(scale).is_integer() else scale
 
 
 def _scale_key(net_opt):
@@ -223,15 +233,16 @@ def checkpoint_scale(net_opt, state):
     key, _ = _scale_key(net_opt)
     if key is None:
         return None
-    fits = []
+    fits = set()
     for s in CANDIDATE_SCALES:
         try:
             meta = build_meta_network({**net_opt, key: s})
         except Exception:  # an arch that does not support this scale
             continue
         if _fits(meta.state_dict(), state):
-            fits.append(s)
-    return fits[0] if len(fits) == 1 else None
+            # what the network really does: basicsr's RRDBNet accepts scale=8 but upsamples ×4
+            fits.add(measure_scale(meta, 'meta') or s)
+    return fits.pop() if len(fits) == 1 else None
 
 
 # --------------------------------------------------------------------------- loading
@@ -335,7 +346,7 @@ def load_network(net_opt, ckpt_path, param_key='auto', scale=None, device='cpu',
     if scale is not None and measured != scale:
         raise ScaleMismatchError(f"{net_opt['type']} from '{ckpt_path}' upsamples ×{measured:g}, not ×{scale}; "
                                  f'set the scale to {measured:g}')
-    return net, int(measured) if float(measured).is_integer() else measured
+    return net, measured
 
 
 # --------------------------------------------------------------------------- one image array
