@@ -388,3 +388,35 @@ def test_docs_list_every_option_key():
     text = (REPO / 'docs' / 'evaluation.md').read_text(encoding='utf-8')
     missing = [row[0] for row in describe_options() if f'`{row[0]}`' not in text]
     assert not missing, f'docs/evaluation.md does not describe {missing}'
+
+
+def test_existing_lr_folders_saved_images_and_paper_comparison(tmp_path):
+    """User LR folders (basicsr-style 'x4' names, '{scale}' in the path) beside generated sets."""
+    rng = np.random.default_rng(0)
+    hr_dir, lr_dir = tmp_path / 'HR', tmp_path / 'LR' / 'X4'
+    hr_dir.mkdir()
+    lr_dir.mkdir(parents=True)
+    for name in ('a', 'b'):
+        hr = rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)
+        Image.fromarray(hr).save(hr_dir / f'{name}.png')
+        Image.fromarray(hr).resize((10, 9), Image.BICUBIC).save(lr_dir / f'{name}x4.png')
+    paper = tmp_path / 'paper.csv'
+    paper.write_text('table,arch,scale,dataset,config,clean,noise\nT0,Bicubic,4,Rand,Original,10.0,9.0\n')
+    opt = {'name': 'lr', 'models': [{'name': 'Bicubic', 'type': 'bicubic'}], 'degradations': ['clean', 'noise'],
+           'datasets': [{'name': 'Rand', 'dataroot_hr': str(hr_dir),
+                         'dataroot_lr': {'clean': str(tmp_path / 'LR' / 'X{scale}')}}],
+           'cache_dir': str(tmp_path / 'cache'), 'results_root': str(tmp_path / 'res'), 'progress': False,
+           'save_images': True, 'plot': False, 'metrics': {'psnr': True, 'ssim': False},
+           'paper_csv': str(paper), 'paper_configs': {'Bicubic': 'Original'}}
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
+    assert run_test_cli(['-opt', str(tmp_path / 'o.yml')]) == 0
+    assert not (tmp_path / 'cache' / 'Rand' / 'x4' / 'clean').exists()  # given, not generated
+    assert len(list((tmp_path / 'cache' / 'Rand' / 'x4' / 'noise').glob('*.png'))) == 2
+    sr = np.asarray(Image.open(tmp_path / 'res' / 'visualization' / 'Rand_x4' / 'clean' / 'Bicubic' / 'a.png'))
+    assert sr.shape == (36, 40, 3)
+    lr = np.asarray(Image.open(lr_dir / 'ax4.png'))
+    np.testing.assert_array_equal(sr, np.asarray(Image.fromarray(lr).resize((40, 36), Image.BICUBIC)))
+    cmp = _read_csv(tmp_path / 'res' / 'paper_comparison.csv')
+    ours = {r['metric']: r for r in _read_csv(tmp_path / 'res' / 'table.csv')}['psnr']
+    assert [(c['config'], c['degradation']) for c in cmp] == [('Original', 'clean'), ('Original', 'noise')]
+    assert float(cmp[0]['diff']) == pytest.approx(float(ours['clean']) - 10.0, abs=1e-4)
