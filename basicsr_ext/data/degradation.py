@@ -677,6 +677,10 @@ class HighOrderDegradation:
             raise ValueError(f'GT canvases are {h}x{w}, not a multiple of scale {self.scale}')
         k1, k2, ks = (batch[k].to(self.device, non_blocking=True).float()
                       for k in ('kernel1', 'kernel2', 'sinc_kernel'))
+        reach = 2 * (self.usm_k1d.numel() // 2) + k1.size(-1) // 2
+        if min(h, w) <= reach:  # the mirror padding that makes USM and the first blur exact needs it
+            raise ValueError(f'GT canvases are {h}x{w}; they must be larger than {reach} pixels '
+                             '(USM reach + first-kernel radius)')
         params = [self.plan(prm, (h, w)) for prm in self.sample_params(b, (h, w))]
         lq, gt_p, usm_p = self.degrade(gt, k1, k2, ks, params)
         if self.opt['queue_size']:
