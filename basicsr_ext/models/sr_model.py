@@ -123,7 +123,8 @@ class BlindSRModel(SRModel):
                 # ECO replays this batch's degradation on the teacher output from this state
                 self.degradation_state = self.degradation.state_dict()
             out = self.degradation(data, self.current_iter)
-            self.lq, self.gt = out['lq'], out['gt']
+            # Real-ESRNet's L1 target is the sharpened GT when the GT is USM-sharpened before degrading
+            self.lq, self.gt = out['lq'], out['gt_usm'] if self.degradation.opt['gt_usm'] else out['gt']
         else:
             super().feed_data(data)
 
