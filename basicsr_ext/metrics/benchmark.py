@@ -35,7 +35,7 @@ from ..data.test_degradations import (DEGRADATIONS, PROTOCOLS, generate_testsets
                                       read_hr_image, set_dirname)
 from ..utils.inference import (ScaleMismatchError, check_input_size, forward_batches, load_network, measure_scale,
                                read_arch_options, resolve_device)
-from ..utils.options import PROJECT_ROOT, apply_overrides, build_meta_network, validate_kwargs, yaml_load
+from ..utils.options import PROJECT_ROOT, build_meta_network, read_option_file, validate_kwargs, yaml_load
 from ..utils.schema import Field, OptionError, Section, validate
 
 __all__ = ['TEST_SCHEMA', 'MODEL_SCHEMA', 'DATASET_SCHEMA', 'validate_test_options', 'load_test_options',
@@ -304,15 +304,7 @@ def validate_test_options(raw, root=PROJECT_ROOT):
 
 def load_test_options(path, overrides=None, root=PROJECT_ROOT):
     """Read, override (``key:sub=value`` strings) and validate a test options file."""
-    if not os.path.isfile(path):
-        raise OptionError(f"-opt: option file '{path}' does not exist")
-    import yaml
-    try:
-        raw = yaml_load(path)
-    except yaml.YAMLError as err:
-        raise OptionError(f'{path}: invalid YAML: {err}') from err
-    raw = apply_overrides(raw or {}, overrides)
-    opt = validate_test_options(raw, root)
+    opt = validate_test_options(read_option_file(path, overrides), root)
     opt['opt_path'] = os.path.abspath(path)
     return opt
 

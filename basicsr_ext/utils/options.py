@@ -440,15 +440,20 @@ def make_parser(is_train=True):
     return parser
 
 
-def load_options(opt_path, is_train=True, overrides=None, debug=False):
-    """Read, override and validate an option file. Raises OptionError on any problem."""
+def read_option_file(opt_path, overrides=None):
+    """The raw mapping of an option file with ``--force_yml`` overrides applied (not yet validated)."""
     if not os.path.isfile(opt_path):
         raise OptionError(f"-opt: option file '{opt_path}' does not exist")
     try:
         raw = yaml_load(opt_path)
     except yaml.YAMLError as err:
         raise OptionError(f'{opt_path}: invalid YAML: {err}') from err
-    raw = apply_overrides(raw or {}, overrides)
+    return apply_overrides(raw or {}, overrides)
+
+
+def load_options(opt_path, is_train=True, overrides=None, debug=False):
+    """Read, override and validate a training option file. Raises OptionError on any problem."""
+    raw = read_option_file(opt_path, overrides)
     if debug and is_train:
         raw['name'] = 'debug_' + str(raw.get('name', ''))
         raw.setdefault('val', {})['val_freq'] = 8
