@@ -35,7 +35,7 @@ from ..data.test_degradations import (DEGRADATIONS, PROTOCOLS, generate_testsets
                                       read_hr_image, set_dirname)
 from ..utils.inference import (ScaleMismatchError, check_input_size, forward_batches, load_network, measure_scale,
                                read_arch_options, resolve_device)
-from ..utils.options import PROJECT_ROOT, build_meta_network, read_option_file, validate_kwargs, yaml_load
+from ..utils.options import PROJECT_ROOT, build_meta_network, read_option_file, validate_kwargs
 from ..utils.schema import Field, OptionError, Section, validate
 
 __all__ = ['TEST_SCHEMA', 'MODEL_SCHEMA', 'DATASET_SCHEMA', 'validate_test_options', 'load_test_options',
