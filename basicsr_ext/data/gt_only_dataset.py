@@ -41,7 +41,7 @@ def loader_options(type_name):
         'num_worker_per_gpu': Field(int, 4, min=0, doc='dataloader workers per GPU'),
         'batch_size_per_gpu': Field(int, 16, min=1, doc='batch size per GPU'),
         'dataset_enlarge_ratio': Field(int, 1, min=1, doc='repeat the dataset this many times per epoch'),
-        'prefetch_mode': Field(str, None, choices=(None, 'cpu', 'cuda'), doc='basicsr prefetcher (null = none)'),
+        'prefetch_mode': Field(str, None, choices=(None, 'cpu', 'cuda'), doc='accepted for BasicSR files; every value behaves like null (DataLoader workers prefetch)'),
         'pin_memory': Field(bool, False, doc='pin dataloader memory'),
         'persistent_workers': Field(bool, False, doc='keep dataloader workers between epochs'),
         'on_bad_image': Field(str, 'error', choices=('error', 'skip'),
