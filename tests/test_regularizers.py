@@ -441,7 +441,7 @@ class ReplayableDegradation:
 def check_replay(model, eco, batch, current_iter):
     """D(real GT) replayed is the real LR; the degradation's stream is left where the real call left it."""
     model.feed_data(batch, current_iter)
-    real_lq, real_gt = model.lq, model.gt
+    real_lq, real_gt = model.lq, model.degraded['gt']  # the plain GT patch (the target may be its USM version)
     state_after = model.degradation.state_dict()['generator']
     replayed = eco.replay_degradation(real_gt, model, current_iter)
     assert torch.equal(replayed['gt'], real_gt)

@@ -122,9 +122,10 @@ class BlindSRModel(SRModel):
             if any(getattr(reg, 'NEEDS_DEGRADATION_REPLAY', False) for reg in self.regularizers):
                 # ECO replays this batch's degradation on the teacher output from this state
                 self.degradation_state = self.degradation.state_dict()
-            out = self.degradation(data, self.current_iter)
+            self.degraded = self.degradation(data, self.current_iter)
             # Real-ESRNet's L1 target is the sharpened GT when the GT is USM-sharpened before degrading
-            self.lq, self.gt = out['lq'], out['gt_usm'] if self.degradation.opt['gt_usm'] else out['gt']
+            sharpened = getattr(self.degradation, 'opt', {}).get('gt_usm', False)
+            self.lq, self.gt = self.degraded['lq'], self.degraded['gt_usm' if sharpened else 'gt']
         else:
             super().feed_data(data)
 
