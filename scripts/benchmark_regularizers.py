@@ -4,8 +4,10 @@ Example:
     python scripts/benchmark_regularizers.py --batch 16 --gt_size 128 --iters 10
 
 Every configuration is a full BlindSRModel (SRResNet ×4 by default) built from an options
-dict and trained on one fixed batch; an iteration is ``optimize_parameters`` (regularizer
-hooks, forward, losses, backward, Adam step). The configurations take turns iteration by
+dict and trained on one fixed batch; an iteration is ``feed_data`` + ``optimize_parameters``
+(regularizer hooks, forward, losses, backward, Adam step). With ``--degradation`` the batch is
+GT canvases plus blur kernels, degraded in ``feed_data`` by the Real-ESRGAN pipeline as in
+training (ECO then replays it); without, it is a ready LR/GT pair (ECO's D is bicubic). The configurations take turns iteration by
 iteration, so a slow spell of a shared machine hits all of them alike; the first
 ``--warmup`` iterations of each are not timed. The ECO teacher is the student's own
 initial weights (any frozen network of the same architecture costs the same), and ECO is
@@ -55,11 +57,14 @@ def parse_args(argv=None):
     parser.add_argument('--only', nargs='+', choices=sorted(REGULARIZERS), default=None,
                         help='configurations to time besides the baseline (default all)')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--degradation', action='store_true',
+                        help='degrade GT canvases on the fly (HighOrderDegradation) inside the timed iteration')
+    parser.add_argument('--canvas', type=int, default=400, help='GT canvas size with --degradation (default 400)')
     return parser.parse_args(argv)
 
 
-def make_options(network, regularizers, workdir, total_iter):
-    return {
+def make_options(network, regularizers, workdir, total_iter, gt_size=None):
+    opt = {
         'name': 'benchmark', 'model_type': 'BlindSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
         'datasets': {'train': {'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 32}},
         'network_g': dict(network), 'path': {'experiments_root': workdir},
@@ -71,12 +76,26 @@ def make_options(network, regularizers, workdir, total_iter):
             'regularizers': regularizers,
         },
     }
+    if gt_size:
+        opt['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': gt_size}
+    return opt
 
 
-def build(network, regularizers, workdir, total_iter):
-    opt = validate_options(make_options(network, regularizers, workdir, total_iter))
+def build(network, regularizers, workdir, total_iter, gt_size=None):
+    opt = validate_options(make_options(network, regularizers, workdir, total_iter, gt_size))
     opt.update(dist=False, rank=0, world_size=1)
     return build_model(opt)
+
+
+def fixed_batch(args, scale):
+    if not args.degradation:
+        return {'lq': torch.rand(args.batch, 3, args.gt_size // scale, args.gt_size // scale),
+                'gt': torch.rand(args.batch, 3, args.gt_size, args.gt_size)}
+    # the pipeline's cost does not depend on the kernels' values, only on their size
+    taps = torch.exp(-(torch.arange(21.) - 10)**2 / 8)
+    kernel = (taps[:, None] * taps[None] / taps.sum()**2).expand(args.batch, 21, 21)
+    return {'gt': torch.rand(args.batch, 3, args.canvas, args.canvas), 'kernel1': kernel, 'kernel2': kernel,
+            'sinc_kernel': kernel}
 
 
 def main(argv=None):
@@ -85,8 +104,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     scale = 4
-    lq = torch.rand(args.batch, 3, args.gt_size // scale, args.gt_size // scale)
-    gt = torch.rand(args.batch, 3, args.gt_size, args.gt_size)
+    batch = fixed_batch(args, scale)
+    gt_size = args.gt_size if args.degradation else None
     rounds = args.warmup + args.iters
     # ECO's mixing phase: iteration total_iter/2 has a = 0.5
     total_iter = 2 * rounds + 2
@@ -100,7 +119,7 @@ def main(argv=None):
                      for k, v in r.items()} for r in REGULARIZERS[name]]
             if any(r['type'] == 'ECO' for r in regs) and not os.path.exists(teacher_path):
                 torch.save(models['baseline'].network_state(), teacher_path)
-            models[name] = build(NETWORKS[args.arch], regs, workdir, total_iter)
+            models[name] = build(NETWORKS[args.arch], regs, workdir, total_iter, gt_size)
         teacher = None
         if 'ECO' in models:
             teacher = models['ECO'].regularizers[0].build_teacher(models['ECO'])
@@ -110,33 +129,40 @@ def main(argv=None):
         for r in range(rounds):
             it = total_iter // 2 - rounds // 2 + r
             for name, model in models.items():
-                model.feed_data({'lq': lq, 'gt': gt}, it)
                 start = time.perf_counter()
+                model.feed_data(batch, it)
                 model.optimize_parameters(it)
                 elapsed = time.perf_counter() - start
                 if r >= args.warmup:
                     times[name].append(elapsed)
             if teacher is not None:
+                lq = models['baseline'].lq
                 start = time.perf_counter()
                 with torch.no_grad():
                     teacher(lq)
                 if r >= args.warmup:
                     teacher_times.append(time.perf_counter() - start)
+            print(f'round {r + 1}/{rounds}: ' + ', '.join(f'{n} {t[-1]:.2f}s' for n, t in times.items() if t),
+                  file=sys.stderr, flush=True)
 
-    base = statistics.median(times['baseline'])
-    print(f'{args.arch} x4, batch {args.batch}, GT {args.gt_size}, LR {args.gt_size // scale}, '
+    base_median, base_mean = statistics.median(times['baseline']), statistics.fmean(times['baseline'])
+    data = (f'degraded on the fly from {args.canvas}-px canvases' if args.degradation else 'ready LR/GT pairs')
+    print(f'{args.arch} x4, batch {args.batch}, GT {args.gt_size}, LR {args.gt_size // scale}, {data}, '
           f'{args.iters} timed iterations (+{args.warmup} warm-up), torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads')
-    print(f'| configuration | median s/iter | min s/iter | × baseline (median) |')
-    print('|---|---:|---:|---:|')
-    for name in names:
-        med = statistics.median(times[name])
-        print(f'| {name} | {med:.3f} | {min(times[name]):.3f} | {med / base:.2f} |')
+    print('| configuration | median s/iter | mean s/iter | min s/iter | × baseline (median) | × baseline (mean) |')
+    print('|---|---:|---:|---:|---:|---:|')
+    rows = dict(times)
     if teacher_times:
-        med = statistics.median(teacher_times)
-        print(f'| ECO teacher forward alone (no_grad) | {med:.3f} | {min(teacher_times):.3f} | {med / base:.2f} |')
-        eco = statistics.median(times['ECO'])
-        print(f'\nECO - baseline = {eco - base:.3f} s/iter; one teacher forward = {med:.3f} s')
+        rows['ECO teacher forward alone (no_grad)'] = teacher_times
+    for name, samples in rows.items():
+        med, mean = statistics.median(samples), statistics.fmean(samples)
+        print(f'| {name} | {med:.3f} | {mean:.3f} | {min(samples):.3f} | {med / base_median:.2f} | '
+              f'{mean / base_mean:.2f} |')
+    if teacher_times:
+        extra = statistics.median(times['ECO']) - base_median
+        print(f'\nECO - baseline = {extra:.3f} s/iter (median); one teacher forward = '
+              f'{statistics.median(teacher_times):.3f} s')
     return 0
 
 

@@ -11,6 +11,12 @@ sites of the trained network. The model calls, each training iteration:
 4. ``extra_losses(net, lq, gt, output, current_iter) -> {name: loss}``: added to the total
    loss (EATS's awakening loss).
 
+Validation calls the classmethods ``check_sites(opt, sites, where)`` (the sites the entry
+names exist in the arch) and ``check_options(opt, full_opt, where)`` (the entry fits the
+rest of the options). A class attribute ``NEEDS_DEGRADATION_REPLAY = True`` makes
+``BlindSRModel.feed_data`` keep the degradation's state from before each batch
+(``model.degradation_state``), so the batch's degradation can be replayed.
+
 Regularizer modules are attached to the network as the submodule ``regularizers`` before
 any DDP wrapping, so their learnable parameters are optimised and synchronised like any
 other; ``save_network`` stores them under ``params_regularizers``, keeping ``params``

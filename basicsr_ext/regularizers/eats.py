@@ -235,6 +235,8 @@ class EATS(Regularizer):
         return pairs
 
     def transform_batch(self, lq, gt, current_iter, context):
+        if not self.training:
+            return lq, gt
         model = context.get('model')
         if model is not None:
             self.seed = model.opt.get('manual_seed', 0)

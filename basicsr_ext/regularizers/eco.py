@@ -11,11 +11,11 @@ D is the operator that made LR from GT:
 
 * with the model's training degradation (blind SR), D replays the *same* sampled
   degradation: the degradation's generator is rewound to its state from just before the
-  real pair was made and the degradation runs again on the batch with the GT patch
+  real pair was made and the degradation runs again on the batch with the target patch
   replaced by μ (the kernels travel in the batch), so the same crop, blur, resize, noise
   and JPEG draws apply; the generator is then put back, so the training stream does not
   change. This relies on ``HighOrderDegradation.sample_params`` (its first draw) giving
-  each patch's LR origin as ``top``/``left``;
+  each patch's LR origin as ``top``/``left``, and, with ``gt_usm``, on its ``usm_sharpen``;
 * without one (paired bicubic data), D is MATLAB bicubic downsampling with antialiasing,
   i.e. basicsr's ``imresize`` (``matlab_bicubic_resize``), batched on the device.
 
@@ -194,18 +194,28 @@ class ECO(Regularizer):
         return self.replay_degradation(mu, model, current_iter)['lq']
 
     @staticmethod
-    def replay_degradation(gt_patches, model, current_iter):
-        """The model's degradation of this iteration's batch with its GT patches replaced by ``gt_patches``.
+    def replay_degradation(targets, model, current_iter):
+        """The model's degradation of this iteration's batch with the training targets replaced by ``targets``.
 
-        The degradation crops a GT patch out of each (larger) canvas at a position it draws, and
+        The degradation crops a GT patch out of each (larger) canvas at a position it draws and
         degrades a window around it. The patch positions are re-drawn from the saved state,
-        ``gt_patches`` are pasted there (the real canvas stays around them, so the blur and
-        resize footprints at the patch border see real image, as for the real pair), and the
+        ``targets`` are pasted there (the real canvas stays around them, so blur and resize
+        footprints at the patch border see real image, as for the real pair), and the
         degradation runs again from the same state: same kernels, same draws.
+
+        With ``gt_usm`` the targets are USM-sharpened GT (what the LR was degraded from), so
+        the canvas is sharpened first, the targets are pasted into it, and the replay skips
+        its own sharpening; sharpening the whole canvas gives the window the degradation
+        sharpens the same values wherever they reach the LR patch.
         """
         deg = model.degradation
         canvas = model.batch['gt']
-        size = gt_patches.shape[-1]
+        sharpen = bool(getattr(deg, 'opt', {}).get('gt_usm'))
+        if sharpen:
+            from ..data.degradation import usm_sharpen
+            canvas = usm_sharpen(canvas.to(deg.device).float(), deg.usm_k1d, deg.opt['usm_weight'],
+                                 deg.opt['usm_threshold'])
+        size = targets.shape[-1]
         after = deg.state_dict()
         try:
             deg.load_state_dict(model.degradation_state)
@@ -213,11 +223,15 @@ class ECO(Regularizer):
             pasted = canvas.clone()
             for i, origin in enumerate(origins):
                 top, left = origin['top'] * deg.scale, origin['left'] * deg.scale
-                pasted[i, :, top:top + size, left:left + size] = gt_patches[i].to(pasted)
+                pasted[i, :, top:top + size, left:left + size] = targets[i].to(pasted)
             deg.load_state_dict(model.degradation_state)
+            if sharpen:
+                deg.opt['gt_usm'] = False
             with torch.no_grad():
                 return deg({**model.batch, 'gt': pasted}, current_iter)
         finally:
+            if sharpen:
+                deg.opt['gt_usm'] = True
             deg.load_state_dict(after)
 
     # ------------------------------------------------------------------ the hook
