@@ -341,6 +341,7 @@ def _validate_regularizers(regs, net, opt):
             raise OptionError(f"{where}: {entry['type']} needs regularizer sites, but {type(net).__name__} "
                               'declares none')
         cls.check_sites(checked, get_sites(net), where)
+        cls.check_options(checked, opt, where)
         for j, other in enumerate(names):
             other_cls = REGULARIZER_REGISTRY.get(other)
             if other == entry['type'] or other in cls.INCOMPATIBLE or entry['type'] in other_cls.INCOMPATIBLE:
