@@ -28,3 +28,15 @@ def test_readme_links_and_scripts_exist():
 def test_shell_wrappers_are_valid_bash():
     for script in ('scripts/dist_train.sh', 'scripts/slurm_train.sh', '.ci/run'):
         assert subprocess.run(['bash', '-n', str(REPO / script)]).returncode == 0
+
+
+def test_readme_minimal_options_validate(shared_datasets):
+    from basicsr_ext.utils.options import validate_options, yaml_load
+    readme = (REPO / 'README.md').read_text()
+    block = readme[readme.index('name: SRResNet_x4_baseline'):]
+    raw = yaml_load(block[:block.index('```')])
+    raw['datasets']['train']['dataroot_gt'] = str(shared_datasets / 'T91' / 'HR')
+    raw['datasets']['val'].update(dataroot_gt=str(shared_datasets / 'Set5' / 'HR'),
+                                  dataroot_lq=str(shared_datasets / 'Set5' / 'HR'))
+    opt = validate_options(raw)
+    assert opt['train']['regularizers'][0]['type'] == 'Dropout' and opt['degradation']['gt_size'] == 128
