@@ -111,6 +111,17 @@ class BadImagePolicy:
         self.skipped += 1
         warnings.warn(f'skipping unreadable image ({self.skipped} skipped so far): {err}')
 
+    def read(self, read_fn, index, length):
+        """``(read_fn(index), index)``; on an unreadable image, per the mode, retry at random indices."""
+        in_a_row = 0
+        while True:
+            try:
+                return read_fn(index), index
+            except ImageReadError as err:
+                self.handle(err, in_a_row)
+                in_a_row += 1
+                index = random.randint(0, length - 1)
+
 
 def _kernel_sizes(max_size):
     return [2 * v + 1 for v in range(3, max_size // 2 + 1)]
@@ -192,15 +203,7 @@ class GTOnlyDataset(data.Dataset):
     # ------------------------------------------------------------------------------------- reading
     def _canvas(self, index):
         """Read, augment and crop/pad item ``index`` to the canvas; unreadable images per on_bad_image."""
-        in_a_row = 0
-        while True:
-            try:
-                img = self.source.read(index)
-                break
-            except ImageReadError as err:
-                self.bad.handle(err, in_a_row)
-                in_a_row += 1
-                index = random.randint(0, len(self) - 1)
+        img, index = self.bad.read(self.source.read, index, len(self))
         path = self.source.name(index)
         img = augment(img, self.opt.get('use_hflip', True), self.opt.get('use_rot', False))
         size = self.opt.get('crop_pad_size', 400)

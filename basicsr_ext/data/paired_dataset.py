@@ -4,7 +4,6 @@ Training: random aligned crops of ``gt_size`` (LR ``gt_size / scale``) with flip
 Validation/test: whole images, the GT cut to LR size x scale as BasicSR does.
 """
 import os.path as osp
-import random
 
 from torch.utils import data
 
@@ -14,7 +13,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from ..utils.schema import Field, OptionError
 from .gt_only_dataset import BadImagePolicy, ImageSource, loader_options
-from .image_io import IMAGE_EXTENSIONS, ImageReadError, pad_or_reject
+from .image_io import IMAGE_EXTENSIONS, pad_or_reject
 
 
 def _check_tmpl(value, where):
@@ -74,18 +73,8 @@ class PairedDataset(data.Dataset):
     def __len__(self):
         return len(self.gt)
 
-    def _read_pair(self, index):
-        in_a_row = 0
-        while True:
-            try:
-                return self.gt.read(index), self.lq.read(index), index
-            except ImageReadError as err:
-                self.bad.handle(err, in_a_row)
-                in_a_row += 1
-                index = random.randint(0, len(self) - 1)
-
     def __getitem__(self, index):
-        img_gt, img_lq, index = self._read_pair(index)
+        (img_gt, img_lq), index = self.bad.read(lambda i: (self.gt.read(i), self.lq.read(i)), index, len(self))
         gt_path, lq_path = self.gt.name(index), self.lq.name(index)
         s = self.scale
         if self.opt.get('phase', 'train') == 'train':

@@ -9,7 +9,6 @@ testing, validation split across ranks).
 from collections import OrderedDict
 
 import torch
-from basicsr.archs import build_network
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img

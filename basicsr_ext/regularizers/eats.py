@@ -19,7 +19,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..utils.schema import Field, OptionError
 from .base import REGULARIZER_REGISTRY, Regularizer, check_site_patterns

@@ -51,7 +51,6 @@ def load_checkpoint(path):
 
 
 def _numpy_safe_globals():
-    import numpy.core.multiarray as ma  # noqa: F401  (numpy 1 and 2 both expose this path)
     out = [np.ndarray, np.dtype, type(np.dtype('uint32'))]
     try:
         out.append(np._core.multiarray._reconstruct)

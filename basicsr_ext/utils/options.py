@@ -9,14 +9,13 @@ import argparse
 import inspect
 import os
 import re
-from copy import deepcopy
 from pathlib import Path
 
 import torch
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-from .schema import REQUIRED, Field, OptionError, Section, check_path, coerce, join, unknown_key_error, validate
+from .schema import Field, OptionError, Section, check_path, coerce, join, unknown_key_error, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
