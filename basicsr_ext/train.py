@@ -13,7 +13,7 @@ from .data import build_dataset, build_train_loader, build_val_loader, sample_se
 from .models import build_model
 from .utils import dist as dist_util
 from .utils.checkpoint import (atomic_save, find_resume_state, get_rng_states, load_checkpoint, prune_checkpoints,
-                               set_rng_states)
+                               remove_partial_writes, set_rng_states)
 from .utils.options import OptionError, load_options, make_parser, resolve_num_gpu
 from .utils.progress import ProgressLogger
 
@@ -27,6 +27,9 @@ def _prepare_dirs(opt, resuming):
         print(f'Existing experiment folder archived to {archived}', flush=True)
     for key in ('experiments_root', 'models', 'training_states', 'visualization'):
         os.makedirs(path[key], exist_ok=True)
+    for key in ('models', 'training_states'):
+        for partial in remove_partial_writes(path[key]):
+            print(f'Removed an incomplete checkpoint write from a killed run: {partial}', flush=True)
     shutil.copy(opt['opt_path'], os.path.join(root, os.path.basename(opt['opt_path'])))
 
 

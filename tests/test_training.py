@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from basicsr_ext.train import train_pipeline
-from basicsr_ext.utils.checkpoint import find_resume_state, load_checkpoint
+from basicsr_ext.utils.checkpoint import atomic_save, find_resume_state, load_checkpoint, remove_partial_writes
 from conftest import REPO
 
 ARCHS = {
@@ -112,6 +112,16 @@ def test_explicit_resume_state_and_corrupt_newest_checkpoint(tmp_path):
     assert find_resume_state(str(states), str(models)) == str(states / '6.state')
 
 
+def test_remove_partial_writes_deletes_only_atomic_save_leftovers(tmp_path):
+    atomic_save({'w': torch.ones(2)}, str(tmp_path / '4.state'))
+    leftover = tmp_path / '.6.state.k2j4x.tmp'
+    leftover.write_bytes(b'truncated')
+    (tmp_path / 'notes.tmp').write_text('not ours: no leading dot')
+    assert remove_partial_writes(str(tmp_path)) == [str(leftover)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['4.state', 'notes.tmp']
+    assert torch.equal(load_checkpoint(tmp_path / '4.state')['w'], torch.ones(2))
+
+
 def _wait_for(path_glob, needle, timeout):
     end = time.time() + timeout
     while time.time() < end:
@@ -143,6 +153,8 @@ def test_sigkill_then_auto_resume_reaches_the_same_weights(tmp_path):
     newest = find_resume_state(str(exp / 'training_states'), str(exp / 'models'))
     assert newest is not None and int(os.path.basename(newest).split('.')[0]) < total
 
+    # a kill during a checkpoint write leaves its temporary file; make sure one is there either way
+    (exp / 'training_states' / '.8.state.abc123.tmp').write_bytes(b'partial')
     opt['logger']['save_checkpoint_freq'] = 3
     run(tmp_path, opt, '--auto_resume', name='killed.yml')
     a = load_checkpoint(reference / 'models' / f'net_g_{total}.pth')['params']

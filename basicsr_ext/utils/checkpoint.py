@@ -29,6 +29,20 @@ def atomic_save(obj, path):
         raise
 
 
+def remove_partial_writes(folder):
+    """Delete the temporary files that ``atomic_save`` leaves behind when its process is killed mid-write.
+
+    They are never a usable checkpoint, and a run that is preempted often would otherwise accumulate them.
+    Returns the removed paths.
+    """
+    removed = []
+    for p in glob.glob(os.path.join(glob.escape(folder), '.*.tmp')):
+        if os.path.isfile(p):
+            os.remove(p)
+            removed.append(p)
+    return removed
+
+
 def get_rng_states():
     states = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
