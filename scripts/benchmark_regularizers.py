@@ -41,6 +41,8 @@ REGULARIZERS = {
     'AdaptiveDropout': [dict(type='AdaptiveDropout')],
     'EATS': [dict(type='EATS')],
     'EATS (full 2nd pass)': [dict(type='EATS', reuse_prefix=False)],
+    'EATS (awaken 1/2 batch)': [dict(type='EATS', awaken_fraction=0.5)],
+    'EATS (awaken 1/4 batch)': [dict(type='EATS', awaken_fraction=0.25)],
     'ECO': [dict(type='ECO', teacher_path='{teacher}')],
     'DropBlock': [dict(type='DropBlock')],
     'DropConnect': [dict(type='DropConnect')],

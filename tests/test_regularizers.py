@@ -242,6 +242,28 @@ def test_eats_disrupted_pass_changes_only_the_erased_channel_and_downstream():
         assert not torch.allclose(seen[name][0], seen[name][1]), name
 
 
+def eats_step(net, eats, x, pair, main_loss, target, replay, keep=None, on_disrupted_pass=lambda: None):
+    """One normal + disrupted pass and backward; returns the disrupted output and the weight gradients.
+
+    With ``replay`` the disrupted pass reuses the recorded prefix (on the first ``keep`` samples);
+    without, it is a plain forward of the disrupted network on ``x[:keep]``.
+    """
+    net.zero_grad()
+    eats.pairs = [pair]
+    if replay:
+        eats._start_recording(net)
+    out = net(x)
+    eats.tape.stop()
+    on_disrupted_pass()
+    if replay:
+        disrupted = eats.disrupted_forward(net, x, *pair, replay=True, keep=keep)
+    else:
+        disrupted = eats.disrupted_forward(net, x[:keep], *pair, replay=False)
+    eats._release()
+    (main_loss(out) + F.l1_loss(disrupted, target)).backward()
+    return disrupted.detach(), [p.grad.clone() for p in net.parameters()]
+
+
 @pytest.mark.parametrize('make_net', [tiny_srresnet, tiny_rrdb], ids=['SRResNet', 'RRDB'])
 def test_eats_prefix_reuse_equals_full_second_pass(make_net):
     torch.manual_seed(5)
@@ -253,21 +275,13 @@ def test_eats_prefix_reuse_equals_full_second_pass(make_net):
     for conv in convs:
         conv.register_forward_hook(lambda m, a, o: executed.append(m))
     n_layers = len(eats.layers)
+    target = F.interpolate(x, scale_factor=4, mode='bicubic')
     for layer in sorted({0, 3, n_layers // 2, n_layers - 1}):
         results = []
         for replay in (True, False):
-            net.zero_grad()
-            eats.pairs = [(layer, 1, 4)]
-            if replay:
-                eats._start_recording(net)
-            out = net(x)
-            eats.tape.stop()
-            executed.clear()
-            disrupted = eats.disrupted_forward(net, x, layer, 1, 4, replay=replay)
-            convs_run = len(executed)
-            eats._release()
-            (F.l1_loss(out, y) + F.l1_loss(disrupted, F.interpolate(x, scale_factor=4, mode='bicubic'))).backward()
-            results.append((disrupted.detach(), [p.grad.clone() for p in net.parameters()], convs_run))
+            disrupted, grads = eats_step(net, eats, x, (layer, 1, 4), lambda out: F.l1_loss(out, y), target,
+                                         replay, on_disrupted_pass=executed.clear)
+            results.append((disrupted, grads, len(executed)))
         (out_reuse, grads_reuse, run_reuse), (out_full, grads_full, run_full) = results
         assert torch.allclose(out_reuse, out_full, atol=1e-6)
         for a, b in zip(grads_reuse, grads_full):
@@ -276,6 +290,58 @@ def test_eats_prefix_reuse_equals_full_second_pass(make_net):
         assert run_full == len(convs)
         if layer > 0:
             assert run_reuse < run_full, (layer, run_reuse, run_full)
+
+
+@pytest.mark.filterwarnings('ignore:torch.meshgrid')
+@pytest.mark.parametrize('arch', ['SRResNet', 'RRDB', 'SwinIR', 'HAN'])
+def test_eats_awaken_fraction_equals_a_full_disrupted_pass_on_the_first_samples(arch):
+    from basicsr.archs import build_network
+    from test_regularizer_matrix import ARCHS
+    torch.manual_seed(7)
+    x = torch.rand(4, 3, 8, 8)
+    net = build_network(dict(ARCHS[arch])).train()
+    eats, = attach(net, {'type': 'EATS', 'awaken_fraction': 0.4})
+    keep = eats.awakened_samples(len(x))
+    assert keep == 2  # ceil(0.4 · 4)
+    target = F.interpolate(x[:keep], scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
+    for layer in sorted({1, len(eats.layers) // 2, len(eats.layers) - 1}):
+        # the reference is an independent full forward of the disrupted net on the kept samples
+        out_reuse, grads_reuse = eats_step(net, eats, x, (layer, 0, 1), lambda out: out.abs().mean(), target,
+                                           True, keep=keep)
+        replayed = eats.tape.replayed
+        out_full, grads_full = eats_step(net, eats, x, (layer, 0, 1), lambda out: out.abs().mean(), target,
+                                         False, keep=keep)
+        assert out_reuse.shape == (keep, 3, 32, 32)
+        assert torch.allclose(out_reuse, out_full, atol=1e-5), (arch, layer)
+        for a, b in zip(grads_reuse, grads_full):
+            assert torch.allclose(a, b, atol=1e-5), (arch, layer)
+        assert replayed > 0 and not eats.tape.diverged
+
+
+def test_eats_awaken_fraction_loss_and_cut_of_recorded_outputs(tmp_path):
+    from basicsr_ext.regularizers.eats import _first_samples
+    batch = torch.rand(4, 2)
+    assert torch.equal(_first_samples(batch, 3, 4), batch[:3])
+    assert _first_samples(torch.rand(8, 2), 3, 4) is None  # e.g. attention windows, B·nW first: recomputed
+    cut = _first_samples((batch, None, 5), 1, 4)
+    assert isinstance(cut, tuple) and torch.equal(cut[0], batch[:1]) and cut[1:] == (None, 5)
+    assert _first_samples([batch, torch.rand(3)], 1, 4) is None
+
+    model = make_model(options(TINY_SRRESNET, [{'type': 'EATS', 'awaken_fraction': 0.25}], tmp_path))
+    net, eats = model.net_g, model.regularizers[0]
+    torch.manual_seed(8)
+    x = torch.rand(8, 3, 8, 8)
+    eats.train()
+    eats.transform_batch(x, None, 3, {'model': model})
+    pair = eats.pairs[0]
+    output = net(x)
+    l_awa = eats.extra_losses(net, x, None, output, 3)['l_awa']
+    expected = F.l1_loss(eats.disrupted_forward(net, x[:2], *pair, replay=False),
+                         F.interpolate(x[:2], scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1))
+    assert torch.allclose(l_awa, expected, atol=1e-6)
+    with pytest.raises(OptionError) as err:
+        validate_options(options(TINY_SRRESNET, [{'type': 'EATS', 'awaken_fraction': 0.0}], tmp_path))
+    assert str(err.value) == 'train.regularizers[0].awaken_fraction: 0.0 must be in (0, 1]'
 
 
 def test_eats_leaves_first_pass_and_eval_untouched(tmp_path):
@@ -577,4 +643,4 @@ def test_option_defaults_are_filled(tmp_path):
     assert ad == {'type': 'AdaptiveDropout', 'p': 0.5, 'w_init': 0.3, 'interval': 20000, 'anneal_last': True,
                   'w_mode': 'value', 'implicit': False, 'sites': ['blocks.*.conv.0', 'last_conv_input']}
     assert eats == {'type': 'EATS', 'layers': ['blocks.*.conv.*'], 'layer_ratio': 1.0, 'num_pairs': 1,
-                    'loss_weight': 1.0, 'reuse_prefix': True}
+                    'loss_weight': 1.0, 'reuse_prefix': True, 'awaken_fraction': 1.0}

@@ -14,6 +14,10 @@ recomputing it, the normal pass is recorded (module calls in start order, with t
 outputs) and the disrupted pass returns the recorded output for every module call that
 finished before layer l started; only the suffix from l on is computed. This needs no
 knowledge of the architecture: see :class:`CallTape`.
+
+With ``awaken_fraction`` < 1 only the first ⌈f·B⌉ samples of the (already shuffled) batch
+take the disrupted pass: L_awa is then an unbiased estimate of the whole-batch loss at a
+fraction of its cost, and replayed prefix outputs are sliced to those samples.
 """
 import math
 
@@ -34,6 +38,18 @@ class _Call:
         self.subtree_end = None  # index of the first call after this one's subtree; None while open
         self.output = None
         self.versions = None
+
+
+def _first_samples(value, keep, batch):
+    """``value`` cut to its first ``keep`` samples, or None when it is not batch-first."""
+    if isinstance(value, torch.Tensor):
+        return value[:keep] if value.dim() > 0 and value.shape[0] == batch else None
+    if isinstance(value, (tuple, list)):
+        parts = [_first_samples(v, keep, batch) if isinstance(v, torch.Tensor) else v for v in value]
+        if any(p is None and isinstance(v, torch.Tensor) for p, v in zip(parts, value)):
+            return None
+        return type(value)(parts)
+    return value
 
 
 def _tensor_versions(value):
@@ -63,6 +79,10 @@ class CallTape:
     * a call that is not the recorded one (control flow that differs between the passes)
       ends the replay, and the rest of the forward simply runs.
 
+    A replay on the first ``keep`` samples of the recorded batch returns recorded outputs cut
+    to those samples; an output whose first dimension is not the batch (e.g. attention
+    windows, B·nW first) cannot be cut safely, so that call is recomputed instead.
+
     Replayed calls bypass the module's hooks too: their recorded output is already the
     hooked one, so site transforms (e.g. dropout masks) upstream of the split are shared
     with the normal pass rather than redrawn.
@@ -79,6 +99,8 @@ class CallTape:
         self.split = 0
         self.replayed = 0
         self.diverged = False
+        self.keep = None
+        self.batch = None
 
     def start_recording(self, split_modules):
         self.calls = []
@@ -86,10 +108,12 @@ class CallTape:
         self.pending = set(split_modules)
         self.mode = self.RECORD
 
-    def start_replay(self, split_module):
+    def start_replay(self, split_module, keep=None, batch=None):
+        """Replay up to ``split_module``'s first call; ``keep``: only the first ``keep`` of ``batch`` samples."""
         if split_module not in self.first_call:
             raise RuntimeError('the recorded forward never called the erased layer')
         self.split = self.first_call[split_module]
+        self.keep, self.batch = (keep, batch) if keep is not None and keep < batch else (None, None)
         self.pointer = 0
         self.replayed = 0
         self.diverged = False
@@ -134,9 +158,11 @@ class CallTape:
         entry = self.calls[index]
         end = entry.subtree_end
         if end is not None and end <= self.split and _tensor_versions(entry.output) == entry.versions:
-            self.pointer = end
-            self.replayed += 1
-            return entry.output
+            output = entry.output if self.keep is None else _first_samples(entry.output, self.keep, self.batch)
+            if output is not None:
+                self.pointer = end
+                self.replayed += 1
+                return output
         self.pointer = index + 1
         return run(*args, **kwargs)
 
@@ -191,13 +217,17 @@ class EATS(Regularizer):
         'loss_weight': Field(float, 1.0, min=0.0, doc='λ of the awakening loss'),
         'reuse_prefix': Field(bool, True,
                               doc='reuse the normal pass before the erased layer (exact); false: full second pass'),
+        'awaken_fraction': Field(float, 1.0, min=0.0, max=1.0,
+                                 doc='share of the batch (its first ceil(f·B) samples) that takes the disrupted '
+                                 'pass; 1.0 = the whole batch, as in the paper'),
     }
 
     @classmethod
     def check_sites(cls, opt, sites, where):
         check_site_patterns(cls.__name__, opt['layers'], sites, where, 'layers')
-        if opt['layer_ratio'] <= 0:
-            raise OptionError(f"{where}.layer_ratio: {opt['layer_ratio']!r} must be > 0")
+        for key in ('layer_ratio', 'awaken_fraction'):
+            if opt[key] <= 0:
+                raise OptionError(f"{where}.{key}: {opt[key]!r} must be in (0, 1]")
         for site in resolve_sites(sites, opt['layers']):
             if site.num_channels() < 2:
                 raise OptionError(f"{where}.layers: EATS needs two channels per layer, but {sites.arch}'s "
@@ -211,6 +241,7 @@ class EATS(Regularizer):
         self.num_pairs = opt['num_pairs']
         self.loss_weight = opt['loss_weight']
         self.reuse_prefix = opt['reuse_prefix']
+        self.awaken_fraction = opt['awaken_fraction']
         self.seed = 0
         self.pairs = []
         self.tape = CallTape()
@@ -263,16 +294,26 @@ class EATS(Regularizer):
         pairs = self.pairs or self.draw_pairs(current_iter)
         recorded = bool(self._attached)
         self.tape.stop()
+        keep = self.awakened_samples(lq.shape[0])
         try:
-            target = F.interpolate(lq, size=output.shape[-2:], mode='bicubic', align_corners=False).clamp(0, 1)
-            losses = [F.l1_loss(self.disrupted_forward(root, lq, *pair, replay=recorded), target) for pair in pairs]
+            target = F.interpolate(lq[:keep], size=output.shape[-2:], mode='bicubic', align_corners=False).clamp(0, 1)
+            losses = [F.l1_loss(self.disrupted_forward(root, lq, *pair, replay=recorded, keep=keep), target)
+                      for pair in pairs]
         finally:
             self._release()
             self.pairs = []
         return {'l_awa': self.loss_weight * sum(losses) / len(losses)}
 
-    def disrupted_forward(self, root, lq, layer, erased, disruptor, replay=True):
-        """f_θ'(lq): ``root`` with channel ``erased`` of layer ``layer``'s output replaced by channel ``disruptor``."""
+    def awakened_samples(self, batch):
+        return max(1, math.ceil(self.awaken_fraction * batch))
+
+    def disrupted_forward(self, root, lq, layer, erased, disruptor, replay=True, keep=None):
+        """f_θ'(lq[:keep]): ``root`` with channel ``erased`` of layer ``layer``'s output replaced by ``disruptor``.
+
+        With ``replay``, ``lq`` must be the batch of the recorded normal pass.
+        """
+        batch = lq.shape[0]
+        keep = batch if keep is None else keep
         site = self.layers[layer]
 
         def erase(feat):
@@ -282,8 +323,8 @@ class EATS(Regularizer):
         handle = site.register_transform(erase)
         try:
             if replay:
-                self.tape.start_replay(site.module)
-            out = root(lq)
+                self.tape.start_replay(site.module, keep=keep, batch=batch)
+            out = root(lq[:keep])
         finally:
             self.tape.stop()
             handle.remove()
@@ -291,4 +332,5 @@ class EATS(Regularizer):
 
     def extra_repr(self):
         return (f'layers={len(self.layers)} ({self.layers[0].name} .. {self.layers[-1].name}), '
-                f'num_pairs={self.num_pairs}, loss_weight={self.loss_weight}, reuse_prefix={self.reuse_prefix}')
+                f'num_pairs={self.num_pairs}, loss_weight={self.loss_weight}, reuse_prefix={self.reuse_prefix}, '
+                f'awaken_fraction={self.awaken_fraction}')
