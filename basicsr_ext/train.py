@@ -14,6 +14,7 @@ from .models import build_model
 from .utils import dist as dist_util
 from .utils.checkpoint import (atomic_save, find_resume_state, get_rng_states, load_checkpoint, prune_checkpoints,
                                remove_partial_writes, set_rng_states)
+from .utils.curves import TrainingCurves
 from .utils.options import OptionError, load_options, make_parser, resolve_num_gpu
 from .utils.progress import ProgressLogger
 
@@ -167,6 +168,7 @@ def train_pipeline(argv=None):
         logger.info(f'Resumed from {resume_path} (iteration {start_iter:,d}, epoch {epoch}).')
 
     progress = ProgressLogger(opt, start_iter, logger, tb_logger)
+    curves = TrainingCurves(opt, start_iter if resume_path else None, logger)
     stop = dist_util.StopRequest()
     log_cfg, val_cfg = opt['logger'], opt['val']
     current_iter = start_iter
@@ -184,17 +186,26 @@ def train_pipeline(argv=None):
 
             if current_iter % log_cfg['print_freq'] == 0 or current_iter == total_iter:
                 losses = {k: float(v) for k, v in model.get_current_log().items()}
-                progress(current_iter, epoch, model.get_current_learning_rate(), losses, model.device)
+                lrs = model.get_current_learning_rate()
+                its = progress(current_iter, epoch, lrs, losses, model.device)
+                curves.log_train(current_iter, epoch, lrs, losses, its)
             stopping = dist_util.any_rank(stop.signal is not None, model.device)
-            if current_iter % int(log_cfg['save_checkpoint_freq']) == 0 or current_iter == total_iter or stopping:
+            saving = current_iter % int(log_cfg['save_checkpoint_freq']) == 0 or current_iter == total_iter or stopping
+            if saving:
                 save_checkpoint(model, opt, epoch, position, current_iter, logger)
             if stopping:
                 logger.info(f'Stopped by signal at iteration {current_iter:,d}; continue with --auto_resume.')
+                curves.plot(final=True)
+                curves.close()
                 stop.restore()
                 dist_util.cleanup()
                 return 0
-            if val_loaders and (current_iter % int(val_cfg['val_freq']) == 0 or current_iter == total_iter):
+            validating = val_loaders and (current_iter % int(val_cfg['val_freq']) == 0 or current_iter == total_iter)
+            if validating:
                 results = validate_all(model, val_loaders, current_iter, tb_logger, opt)
+                curves.log_validation(current_iter, results)
+            if saving or validating:  # once for both: drawing is the slow part
+                curves.plot()
             if current_iter >= total_iter:
                 break
             t_data = time.time()
@@ -204,6 +215,9 @@ def train_pipeline(argv=None):
 
     if val_loaders and not results:
         results = validate_all(model, val_loaders, current_iter, tb_logger, opt)
+        curves.log_validation(current_iter, results)
+    curves.plot(final=True)
+    curves.close()
     for name, metrics in results.items():
         summary = ', '.join(f'{m}: {v:.4f}' for m, v in metrics.items())
         logger.info(f'Final validation on {name} at iteration {current_iter:,d}: {summary}')

@@ -33,13 +33,13 @@ from tqdm import tqdm
 from ..data.image_io import ImageTooSmallError, list_images, read_image
 from ..data.test_degradations import (DEGRADATIONS, PROTOCOLS, generate_testsets, mod_crop, parse_degradation,
                                       read_hr_image, set_dirname)
-from ..utils.inference import (ScaleMismatchError, check_input_size, forward_batches, load_network, measure_scale,
-                               read_arch_options, resolve_device)
+from ..utils.inference import (ScaleMismatchError, check_amp, check_input_size, forward_batches, load_network,
+                               measure_scale, read_arch_options, resolve_device)
 from ..utils.options import PROJECT_ROOT, build_meta_network, read_option_file, validate_kwargs
 from ..utils.schema import Field, OptionError, Section, validate
 
-__all__ = ['TEST_SCHEMA', 'MODEL_SCHEMA', 'DATASET_SCHEMA', 'validate_test_options', 'load_test_options',
-           'BicubicModel', 'NetworkModel', 'prepare_dataset', 'evaluate', 'run_benchmark']
+__all__ = ['TEST_SCHEMA', 'MODEL_SCHEMA', 'DATASET_SCHEMA', 'validate_test_options', 'validate_models',
+           'load_test_options', 'BicubicModel', 'NetworkModel', 'prepare_dataset', 'evaluate', 'run_benchmark']
 
 logger = logging.getLogger('basicsr_ext.test')
 
@@ -68,11 +68,6 @@ DATASET_SCHEMA = {
     'dataroot_lr': Field(dict, None, doc='existing LR folders per degradation, e.g. {clean: path}; '
                          "'{scale}' in a path is replaced by the scale; others are generated"),
 }
-
-
-def _check_amp(value, where):
-    if value not in (False, True, 'fp16', 'bf16'):
-        raise OptionError(f"{where}: expected false, true, 'fp16' or 'bf16', got {value!r}")
 
 
 def _check_device(value, where):
@@ -107,7 +102,7 @@ TEST_SCHEMA = {
     'tile_pad': Field(int, 16, min=0, doc='tiled inference: context around each tile, in LR pixels'),
     'batch_same_size': Field(bool, True, doc='run same-size LR images of a set in one batch'),
     'batch_size': Field(int, 8, min=1, doc='largest batch when batch_same_size is on'),
-    'amp': Field((bool, str), False, check=_check_amp, doc="autocast on CUDA: false, true (= fp16), 'fp16', 'bf16'"),
+    'amp': Field((bool, str), False, check=check_amp, doc="autocast on CUDA: false, true (= fp16), 'fp16', 'bf16'"),
     'device': Field(str, 'auto', check=_check_device, doc='auto, cpu, cuda, cuda:N'),
     'num_threads': Field(int, None, min=1, doc='CPU threads of torch (default: torch\'s own, one per core)'),
     'baseline': Field(str, None, doc='model name the Improvement row subtracts'),
@@ -206,6 +201,15 @@ def _validate_model(m, where, root):
     return m
 
 
+def validate_models(models, root=PROJECT_ROOT):
+    """Validate a ``models`` list on its own, as test.py does (tools that read models but no datasets)."""
+    if not isinstance(models, list):
+        raise OptionError(f'models: expected a list of models, got {type(models).__name__}')
+    if not models:
+        raise OptionError('models: at least one model is needed')
+    return [_validate_model(m, f'models[{i}]', root) for i, m in enumerate(models)]
+
+
 def _validate_dataset(d, where, degradations, scales, root):
     if not isinstance(d, dict):
         raise OptionError(f'{where}: expected a mapping with name and dataroot_hr, got {d!r}')
@@ -248,9 +252,7 @@ def validate_test_options(raw, root=PROJECT_ROOT):
     if '/' in opt['name'] or opt['name'] in ('', '.', '..'):
         raise OptionError(f"name: {opt['name']!r} cannot be a folder name")
     opt['degradations'] = _degradation_list(opt['degradations'])
-    if not opt['models']:
-        raise OptionError('models: at least one model is needed')
-    opt['models'] = [_validate_model(m, f'models[{i}]', root) for i, m in enumerate(opt['models'])]
+    opt['models'] = validate_models(opt['models'], root)
     net_scales = sorted({m['scale'] for m in opt['models'] if m['scale'] is not None})
     if opt['scales'] is None:
         opt['scales'] = net_scales or [4]

@@ -21,7 +21,7 @@ from ..archs import get_sites
 from ..data import build_degradation
 from ..regularizers import build_regularizers
 from ..utils.checkpoint import atomic_save, load_checkpoint
-from ..utils.inference import forward_tiled
+from ..utils.inference import amp_dtype, autocast, forward_tiled
 from ..utils.options import OPTIMIZERS
 
 REG_PREFIX = 'regularizers.'
@@ -112,6 +112,15 @@ class BlindSRModel(SRModel):
         load_weights(net, ckpt[key], strict, source=f'{load_path} [{key}]')
         get_root_logger().info(f'Loaded {type(getattr(net, "module", net)).__name__} from {load_path} [{key}]')
 
+    def init_training_settings(self):
+        super().init_training_settings()
+        self.amp = self.opt['train'].get('amp', False)
+        # bf16 keeps fp32's exponent range, so only fp16 needs its losses scaled against underflow
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype(self.amp) == torch.float16)
+        if self.amp and self.device.type != 'cuda':
+            get_root_logger().warning(f'train.amp: {self.amp!r} on {self.device}: CPU autocast is usually far slower '
+                                      'than fp32 unless the CPU has bf16 units')
+
     # ------------------------------------------------------------------ training step
     def feed_data(self, data, current_iter=None):
         if current_iter is not None:
@@ -151,15 +160,21 @@ class BlindSRModel(SRModel):
         self.lq, self.gt = lq, gt
 
         self.optimizer_g.zero_grad(set_to_none=True)
-        self.output = self.net_g(lq)
+        with autocast(self.device, self.amp, allow_cpu=True):
+            self.output = self.net_g(lq)
+            extra = OrderedDict()
+            for reg in self.regularizers:
+                extra.update(reg.extra_losses(self.net_g, lq, gt, self.output, current_iter))
+        self.output = self.output.float()
         losses = self.compute_losses(self.output, gt)
-        for reg in self.regularizers:
-            losses.update(reg.extra_losses(self.net_g, lq, gt, self.output, current_iter))
-        sum(losses.values()).backward()
+        losses.update((name, value.float()) for name, value in extra.items())
+        self.grad_scaler.scale(sum(losses.values())).backward()
         clip = self.opt['train'].get('grad_clip', 0)
         if clip:
+            self.grad_scaler.unscale_(self.optimizer_g)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), clip)
-        self.optimizer_g.step()
+        self.grad_scaler.step(self.optimizer_g)
+        self.grad_scaler.update()
 
         self.log_dict = self.reduce_loss_dict(losses)
         if self.ema_decay > 0:
@@ -247,6 +262,8 @@ class BlindSRModel(SRModel):
             'schedulers': [s.state_dict() for s in self.schedulers],
             'best_metric_results': getattr(self, 'best_metric_results', {}),
         }
+        if self.grad_scaler.is_enabled():
+            state['grad_scaler'] = self.grad_scaler.state_dict()
         if self.degradation is not None:
             state['degradation'] = self.degradation.state_dict()
         return state
@@ -263,6 +280,8 @@ class BlindSRModel(SRModel):
         super().resume_training(resume_state)
         if resume_state.get('best_metric_results'):
             self.best_metric_results = resume_state['best_metric_results']
+        if self.grad_scaler.is_enabled() and 'grad_scaler' in resume_state:
+            self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
         if self.degradation is not None and 'degradation' in resume_state:
             self.degradation.load_state_dict(resume_state['degradation'])
 

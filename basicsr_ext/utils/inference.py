@@ -20,9 +20,11 @@ import torch.nn.functional as F
 
 from ..data.image_io import ImageTooSmallError
 from .checkpoint import load_checkpoint
+from .schema import OptionError
 
 __all__ = [
-    'ScaleMismatchError', 'input_multiple', 'check_input_size', 'forward_padded', 'forward_tiled', 'autocast',
+    'ScaleMismatchError', 'input_multiple', 'check_input_size', 'forward_padded', 'forward_tiled', 'autocast', 'amp_dtype',
+    'check_amp',
     'forward_batches', 'resolve_device', 'measure_scale', 'checkpoint_scale', 'load_state_dict', 'read_arch_options',
     'set_net_scale', 'load_network', 'upscale_array'
 ]
@@ -114,19 +116,30 @@ def forward_tiled(net, lq, scale, tile, tile_pad=16, multiple=None):
 _AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
-def autocast(device, amp):
+def check_amp(value, where):
+    """Option check for an ``amp`` key: false, true (= fp16), 'fp16' or 'bf16'."""
+    if value not in (False, True, 'fp16', 'bf16'):
+        raise OptionError(f"{where}: expected false, true, 'fp16' or 'bf16', got {value!r}")
+
+
+def amp_dtype(amp):
+    """The autocast dtype of an ``amp`` option value, or None when it is off."""
+    return _AMP_DTYPES['fp16' if amp is True else amp] if amp else None
+
+
+def autocast(device, amp, allow_cpu=False):
     """Autocast context for ``amp`` in (False, True, 'fp16', 'bf16'); a no-op when off.
 
     Raises:
-        ValueError: ``amp`` is set but ``device`` is not CUDA (CPU autocast is slower than fp32 here).
+        ValueError: ``amp`` is set but ``device`` is not CUDA and ``allow_cpu`` is false (CPU
+            autocast is far slower than fp32 on CPUs without bf16 units, such as the project's).
     """
     if not amp:
         return contextlib.nullcontext()
     device = torch.device(device)
-    if device.type != 'cuda':
+    if device.type != 'cuda' and not allow_cpu:
         raise ValueError(f'amp: mixed precision needs a CUDA device, but the device is {device}; set amp: false')
-    dtype = _AMP_DTYPES['fp16' if amp is True else amp]
-    return torch.autocast(device_type='cuda', dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(amp))
 
 
 def forward_batches(net, images, scale, batch_size=1, tile=0, tile_pad=16, device='cpu', amp=False):

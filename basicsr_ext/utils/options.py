@@ -15,6 +15,7 @@ import torch
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from .inference import check_amp
 from .schema import Field, OptionError, Section, check_path, coerce, join, unknown_key_error, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +200,9 @@ TOP_SCHEMA = {
         'perceptual_opt': Field(dict, None, doc='basicsr PerceptualLoss options'),
         'regularizers': Field(list, [], doc='list of {type: <regularizer>, ...}; empty = baseline'),
         'grad_clip': Field(float, 0.0, min=0.0, doc='clip the gradient norm to this value (0: off)'),
+        'amp': Field((bool, str), False, check=check_amp,
+                     doc="mixed precision: false, true (= fp16, with loss scaling), 'fp16' or 'bf16'; CUDA "
+                     'recommended (CPU autocast is far slower than fp32 without bf16 units)'),
     }, doc='training'),
     'val': Section({
         'val_freq': Field((int, float), 5000, doc='validate every N iterations'),
@@ -214,6 +218,9 @@ TOP_SCHEMA = {
         'save_checkpoint_freq': Field((int, float), 5000, doc='checkpoint every N iterations'),
         'keep_checkpoints': Field(int, 0, min=0, doc='keep only the newest N checkpoints (0: keep all)'),
         'use_tb_logger': Field(bool, False, doc='write tensorboard events'),
+        'plot_curves': Field(bool, True, doc='redraw curves.png in the experiment folder (losses, learning rate, '
+                             'validation metrics) after each validation, at each checkpoint and at the end; '
+                             'history.jsonl beside it is written either way'),
         'wandb': Section({}, open=True, doc='accepted for BasicSR compatibility; unused'),
     }, doc='logging'),
     'dist_params': Section({

@@ -36,6 +36,7 @@ class ProgressLogger:
         self.data_n += 1
 
     def __call__(self, current_iter, epoch, lrs, losses, device):
+        """Log the line; returns the iterations per second since the previous line (for the history)."""
         now = time.time()
         its = (current_iter - self.last_iter) / max(now - self.last_t, 1e-9)
         overall = (current_iter - self.start_iter) / max(now - self.t0, 1e-9)
@@ -51,3 +52,4 @@ class ProgressLogger:
             self.tb.add_scalar('train/it_per_s', its, current_iter)
         self.last_t, self.last_iter = now, current_iter
         self.data_time, self.data_n = 0.0, 0
+        return its
