@@ -81,6 +81,22 @@ def save_checkpoint(model, opt, epoch, position, current_iter, logger):
     dist_util.barrier()
 
 
+def _diverged(model, opt, current_iter, logger):
+    """True on every rank when a loss became non-finite on any rank; logs what to do about it."""
+    first = model.nonfinite_iteration()
+    if not dist_util.any_rank(first > 0, model.device):
+        return False
+    paths = opt['path']
+    newest = find_resume_state(paths['training_states'], paths['models'])
+    where = f'at iteration {first:,d}' if first else 'on another rank'
+    losses = ', '.join(f'{k}: {float(v):.4g}' for k, v in model.get_current_log().items())
+    logger.error(f'Training stopped: the loss became NaN or infinite {where} (noticed at iteration '
+                 f'{current_iter:,d}; last losses {losses}). No checkpoint was written after it; the newest is '
+                 f"{newest or 'none'}. Resume from it with --auto_resume after lowering train.optim_g.lr, "
+                 "setting train.grad_clip, or using train.amp: bf16 instead of fp16.")
+    return True
+
+
 def _weights_of(state_path, it, models_dir):
     """The net_g file beside ``<root>/training_states/<it>.state``, so a state of another run resumes too."""
     beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(state_path))), 'models', f'net_g_{it}.pth')
@@ -184,13 +200,20 @@ def train_pipeline(argv=None):
             model.feed_data(data, current_iter)
             model.optimize_parameters(current_iter)
 
-            if current_iter % log_cfg['print_freq'] == 0 or current_iter == total_iter:
+            printing = current_iter % log_cfg['print_freq'] == 0 or current_iter == total_iter
+            if printing:
                 losses = {k: float(v) for k, v in model.get_current_log().items()}
                 lrs = model.get_current_learning_rate()
                 its = progress(current_iter, epoch, lrs, losses, model.device)
                 curves.log_train(current_iter, epoch, lrs, losses, its)
             stopping = dist_util.any_rank(stop.signal is not None, model.device)
             saving = current_iter % int(log_cfg['save_checkpoint_freq']) == 0 or current_iter == total_iter or stopping
+            if (printing or saving) and _diverged(model, opt, current_iter, logger):
+                curves.plot(final=True)
+                curves.close()
+                stop.restore()
+                dist_util.cleanup()
+                return 1
             if saving:
                 save_checkpoint(model, opt, epoch, position, current_iter, logger)
             if stopping:

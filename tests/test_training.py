@@ -192,3 +192,37 @@ def test_high_order_degradation_training_on_t91_writes_a_degraded_debug_grid(tmp
     bicubic = torch.nn.functional.interpolate(out['gt'], scale_factor=0.25, mode='area')
     assert (out['lq'] - bicubic).abs().mean() > 0.02
     assert np.allclose((out['lq'] * 255).numpy(), np.round((out['lq'] * 255).numpy()), atol=1e-3)
+
+
+def _diverging_options(exp, **train):
+    # sane for 5 iterations (checkpoint at 4), then a learning rate that blows the weights up
+    opt = tiny_options(exp, total_iter=16, **train)
+    opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones': [5], 'gamma': 1e35}
+    opt['val']['val_freq'] = 1000
+    opt['logger'] = {'print_freq': 5, 'save_checkpoint_freq': 4}
+    return opt
+
+
+def test_a_non_finite_loss_stops_training_without_writing_a_checkpoint(tmp_path):
+    import re
+    exp = tmp_path / 'exp'
+    assert train_pipeline(['-opt', write_options(tmp_path, _diverging_options(exp))]) == 1
+    assert sorted(p.name for p in (exp / 'models').iterdir()) == ['net_g_4.pth']
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(exp / 'models' / 'net_g_4.pth')['params'].values())
+    log = next(exp.glob('train_tiny_*.log')).read_text()
+    found = re.search(r'Training stopped: the loss became NaN or infinite at iteration (\d+) \(noticed at iteration '
+                      r'(\d+); last losses l_pix: (nan|inf)\)\. No checkpoint was written after it; the newest is '
+                      r'(\S+)\. Resume from it with --auto_resume after lowering train\.optim_g\.lr, setting '
+                      r'train\.grad_clip, or using train\.amp: bf16 instead of fp16\.', log)
+    assert found, log[-2000:]
+    first, noticed = int(found.group(1)), int(found.group(2))
+    assert 6 <= first <= noticed == 8  # the checkpoint at 8 is where it is read
+    assert found.group(4) == str(exp / 'training_states' / '4.state')
+    assert 'Training finished' not in log
+
+
+def test_check_finite_false_trains_on_through_a_non_finite_loss(tmp_path):
+    exp = tmp_path / 'exp'
+    run(tmp_path, _diverging_options(exp, check_finite=False))
+    weights = load_checkpoint(exp / 'models' / 'net_g_16.pth')['params']
+    assert not all(torch.isfinite(v).all() for v in weights.values())

@@ -117,6 +117,9 @@ class BlindSRModel(SRModel):
         self.amp = self.opt['train'].get('amp', False)
         # bf16 keeps fp32's exponent range, so only fp16 needs its losses scaled against underflow
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype(self.amp) == torch.float16)
+        # the first iteration whose loss was not finite (0: none), kept on the device: reading it every
+        # step would synchronise the host with the GPU, so the loop reads it only when it logs or saves
+        self.first_nonfinite = torch.zeros((), dtype=torch.long, device=self.device)
         if self.amp and self.device.type != 'cuda':
             get_root_logger().warning(f'train.amp: {self.amp!r} on {self.device}: CPU autocast is usually far slower '
                                       'than fp32 unless the CPU has bf16 units')
@@ -168,7 +171,11 @@ class BlindSRModel(SRModel):
         self.output = self.output.float()
         losses = self.compute_losses(self.output, gt)
         losses.update((name, value.float()) for name, value in extra.items())
-        self.grad_scaler.scale(sum(losses.values())).backward()
+        total = sum(losses.values())
+        if self.opt['train'].get('check_finite', True):
+            bad = ~torch.isfinite(total.detach()) & (self.first_nonfinite == 0)
+            self.first_nonfinite = torch.where(bad, current_iter, self.first_nonfinite)
+        self.grad_scaler.scale(total).backward()
         clip = self.opt['train'].get('grad_clip', 0)
         if clip:
             self.grad_scaler.unscale_(self.optimizer_g)  # clip the true gradients, not the scaled ones
@@ -179,6 +186,10 @@ class BlindSRModel(SRModel):
         self.log_dict = self.reduce_loss_dict(losses)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def nonfinite_iteration(self):
+        """The first iteration with a NaN or infinite loss since the start of this process, or 0."""
+        return int(self.first_nonfinite.item())
 
     # ------------------------------------------------------------------ testing
     def test(self):

@@ -200,6 +200,8 @@ TOP_SCHEMA = {
         'perceptual_opt': Field(dict, None, doc='basicsr PerceptualLoss options'),
         'regularizers': Field(list, [], doc='list of {type: <regularizer>, ...}; empty = baseline'),
         'grad_clip': Field(float, 0.0, min=0.0, doc='clip the gradient norm to this value (0: off)'),
+        'check_finite': Field(bool, True, doc='stop (exit code 1, no checkpoint written) when a loss becomes NaN or '
+                              'infinite; checked on the device, read at each log line and checkpoint'),
         'amp': Field((bool, str), False, check=check_amp,
                      doc="mixed precision: false, true (= fp16, with loss scaling), 'fp16' or 'bf16'; CUDA "
                      'recommended (CPU autocast is far slower than fp32 without bf16 units)'),
