@@ -46,7 +46,10 @@ REGULARIZERS = {
     'ECO': [dict(type='ECO', teacher_path='{teacher}')],
     'DropBlock': [dict(type='DropBlock')],
     'DropConnect': [dict(type='DropConnect')],
+    'baseline, channels_last': [],
 }
+# train options of a configuration besides its regularizers
+TRAIN_OPTIONS = {'baseline, channels_last': {'channels_last': True}}
 
 
 def parse_args(argv=None):
@@ -65,7 +68,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def make_options(network, regularizers, workdir, total_iter, gt_size=None):
+def make_options(network, regularizers, workdir, total_iter, gt_size=None, **train):
     opt = {
         'name': 'benchmark', 'model_type': 'BlindSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
         'datasets': {'train': {'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 32}},
@@ -75,7 +78,7 @@ def make_options(network, regularizers, workdir, total_iter, gt_size=None):
             'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
             'scheduler': {'type': 'MultiStepLR', 'milestones': [total_iter], 'gamma': 0.5},
             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-            'regularizers': regularizers,
+            'regularizers': regularizers, **train,
         },
     }
     if gt_size:
@@ -83,8 +86,8 @@ def make_options(network, regularizers, workdir, total_iter, gt_size=None):
     return opt
 
 
-def build(network, regularizers, workdir, total_iter, gt_size=None):
-    opt = validate_options(make_options(network, regularizers, workdir, total_iter, gt_size))
+def build(network, regularizers, workdir, total_iter, gt_size=None, **train):
+    opt = validate_options(make_options(network, regularizers, workdir, total_iter, gt_size, **train))
     opt.update(dist=False, rank=0, world_size=1)
     return build_model(opt)
 
@@ -121,7 +124,7 @@ def main(argv=None):
                      for k, v in r.items()} for r in REGULARIZERS[name]]
             if any(r['type'] == 'ECO' for r in regs) and not os.path.exists(teacher_path):
                 torch.save(models['baseline'].network_state(), teacher_path)
-            models[name] = build(NETWORKS[args.arch], regs, workdir, total_iter, gt_size)
+            models[name] = build(NETWORKS[args.arch], regs, workdir, total_iter, gt_size, **TRAIN_OPTIONS.get(name, {}))
         teacher = None
         if 'ECO' in models:
             teacher = models['ECO'].regularizers[0].build_teacher(models['ECO'])

@@ -1,5 +1,7 @@
 """Shared test set-up: CPU only, few threads, the ../shared datasets when present."""
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,15 @@ import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim before 
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / 'shared' / 'datasets'
+
+
+def load_script(name):
+    """scripts/<name>.py as a module (registered under its name: worker processes unpickle its functions by it)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / 'scripts' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

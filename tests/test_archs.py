@@ -318,13 +318,8 @@ def test_han_rejects_inconsistent_channels():
 
 # ---------------------------------------------------------------- scripts/model_summary.py
 def _model_summary():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / 'scripts' / 'model_summary.py'
-    spec = importlib.util.spec_from_file_location('model_summary', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script
+    return load_script('model_summary')
 
 
 def test_model_summary_sources_agree(tmp_path, capsys):

@@ -6,7 +6,6 @@ sets are generated once per module into a temporary cache.
 import basicsr_ext  # noqa: F401  (must precede basicsr)
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from basicsr_ext.metrics.paper_compare import compare_files
 from basicsr_ext.test import main as run_test_cli
 from basicsr_ext.utils.inference import check_input_size, forward_batches, forward_tiled, input_multiple
 from basicsr_ext.utils.schema import OptionError
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared' / 'datasets'
@@ -36,11 +36,6 @@ pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid')
 torch.set_num_threads(2)
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / 'scripts' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _read_csv(path):
@@ -316,7 +311,7 @@ def test_compare_to_paper_diffs_every_shared_cell(tmp_path, capsys):
     assert '|  | Δ | +0.25 | -0.10 |' in text
     assert 'No published row for: mine (MSRResNet, Set14 ×4)' in text
     # the script prints the same
-    script = _load_script('compare_to_paper')
+    script = load_script('compare_to_paper')
     assert script.main(['--ours', str(ours), '--paper', str(paper), '--table', 'T1',
                         '--config-map', 'base=Original', 'mine=EATS']) == 0
     assert capsys.readouterr().out.strip() == text.strip()

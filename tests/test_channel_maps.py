@@ -3,7 +3,6 @@ per-channel statistics, the written plots and CSV, both command-line forms, and 
 import basicsr_ext  # noqa: F401  (must precede basicsr)
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ from basicsr.utils.matlab_functions import imresize
 from basicsr_ext.archs import build_network
 from basicsr_ext.data.skimage_photos_dataset import load_photo
 from basicsr_ext.metrics import channel_maps as cm
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid')
@@ -29,10 +29,7 @@ RRDB = dict(type='RRDBNetAnyScale', num_feat=8, num_block=1, num_grow_ch=4, scal
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location('channel_maps_script', REPO / 'scripts' / 'channel_maps.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('channel_maps')
 
 
 def _net(opt, seed):

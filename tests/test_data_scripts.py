@@ -1,6 +1,4 @@
 """extract_subimages, create_lmdb and generate_meta_info on small synthetic images, read back with basicsr."""
-import importlib.util
-import sys
 from pathlib import Path
 
 import cv2
@@ -11,16 +9,11 @@ from skimage import data as skdata
 import basicsr_ext  # noqa: F401  (compat shim before basicsr)
 from basicsr.data.data_util import paired_paths_from_lmdb
 from basicsr.utils import FileClient, imfrombytes
+from conftest import load_script
 
 SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts'
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # worker processes unpickle the script's functions by module name
-    spec.loader.exec_module(module)
-    return module
 
 
 extract = load_script('extract_subimages')

@@ -535,7 +535,6 @@ def test_slurm_variables_become_torch_distributed_variables(bare_env):
 
 
 def test_launchers_explain_missing_variables(bare_env):
-    monkeypatch = bare_env
     with pytest.raises(RuntimeError, match='torchrun'):
         dist_util.init_dist('pytorch', use_cuda=False)
     with pytest.raises(RuntimeError, match='srun'):

@@ -1,7 +1,6 @@
 """scripts/inference.py: image modes and depths, folders, and the messages for bad input."""
 import basicsr_ext  # noqa: F401  (must precede basicsr)
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ from basicsr.archs.srresnet_arch import MSRResNet
 from PIL import Image
 
 from basicsr_ext.utils.inference import checkpoint_scale, load_network, load_state_dict, upscale_array
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid')
@@ -21,10 +21,7 @@ torch.set_num_threads(1)
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location('inference_script', REPO / 'scripts' / 'inference.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('inference')
 
 
 @pytest.fixture(scope='module')

@@ -300,11 +300,8 @@ def test_bad_arguments():
 
 
 def test_cli(tmp_path, capsys):
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / 'scripts' / 'generate_degraded_testsets.py'
-    spec = importlib.util.spec_from_file_location('generate_degraded_testsets', path)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from conftest import load_script
+    cli = load_script('generate_degraded_testsets')
     hr_dir = tmp_path / 'hr'
     hr_dir.mkdir()
     cv2.imwrite(str(hr_dir / 'a.bmp'), skdata.coffee()[:64, :80, ::-1])

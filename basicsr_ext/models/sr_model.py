@@ -85,6 +85,10 @@ class BlindSRModel(SRModel):
     # ------------------------------------------------------------------ construction
     def model_to_device(self, net):
         net = net.to(self.device)
+        if self.is_train and self.opt['train'].get('channels_last'):
+            for param in net.parameters():  # 4-D only: HAN's 3-D conv has 5-D weights, which NHWC does not cover
+                if param.dim() == 4:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last)
         if self.is_train and not self.regularizers and self.opt['train'].get('regularizers'):
             regs = build_regularizers(self.opt['train']['regularizers'], get_sites(net), self.opt['train']['total_iter'])
             net.add_module('regularizers', nn.ModuleList(regs).to(self.device))
@@ -160,6 +164,8 @@ class BlindSRModel(SRModel):
         context = {'model': self}
         for reg in self.regularizers:
             lq, gt = reg.transform_batch(lq, gt, current_iter, context)
+        if self.opt['train'].get('channels_last'):
+            lq = lq.contiguous(memory_format=torch.channels_last)
         self.lq, self.gt = lq, gt
 
         self.optimizer_g.zero_grad(set_to_none=True)
