@@ -168,10 +168,12 @@ def train_pipeline(argv=None):
     loader, sampler = build_train_loader(train_set, train_opt, opt['manual_seed'], world, rank)
     dist_util.shield_workers(loader)
     val_loaders = _val_loaders(opt)
-    iters_per_epoch = len(loader)
+    accumulate = opt['train']['accumulate']
     total_iter = opt['train']['total_iter']
+    per_step = f' × {accumulate} accumulated' if accumulate > 1 else ''
     logger.info(f"Training {opt['name']}: {len(train_set):,d} images, batch {train_opt['batch_size_per_gpu']} × "
-                f'{world} process(es), {iters_per_epoch:,d} iterations per epoch, {total_iter:,d} iterations')
+                f'{world} process(es){per_step}, {len(loader) / accumulate:,.4g} iterations per epoch, '
+                f'{total_iter:,d} iterations')
 
     model = build_model(opt)
     start_iter, epoch, position = 0, 0, 0
@@ -188,17 +190,23 @@ def train_pipeline(argv=None):
     stop = dist_util.StopRequest()
     log_cfg, val_cfg = opt['logger'], opt['val']
     current_iter = start_iter
+    micro_step = 0  # checkpoints fall on whole steps, so a resumed run starts a fresh accumulation
     results = {}
-    while current_iter < total_iter:
+    while current_iter < total_iter or micro_step:  # a step may span the end of an epoch
         sampler.set_epoch(epoch, start=position * train_opt['batch_size_per_gpu'])
         t_data = time.time()
         for data in loader:
             progress.add_data_time(time.time() - t_data)
-            current_iter += 1
             position += 1
-            model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+            if micro_step == 0:
+                current_iter += 1
+                model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             model.feed_data(data, current_iter)
-            model.optimize_parameters(current_iter)
+            model.optimize_parameters(current_iter, micro_step, accumulate)
+            micro_step = (micro_step + 1) % accumulate
+            if micro_step:  # the step is not complete: no logging, saving or validation in between
+                t_data = time.time()
+                continue
 
             printing = current_iter % log_cfg['print_freq'] == 0 or current_iter == total_iter
             if printing:

@@ -37,8 +37,8 @@ def captured(monkeypatch):
     seen = {'losses': {}, 'val': {}}
     optimize, validation = BlindSRModel.optimize_parameters, BlindSRModel.validation
 
-    def optimize_and_keep(self, current_iter):
-        optimize(self, current_iter)
+    def optimize_and_keep(self, current_iter, *micro):
+        optimize(self, current_iter, *micro)
         seen['losses'][current_iter] = dict(self.log_dict)
 
     def validation_and_keep(self, dataloader, current_iter, tb_logger, save_img=False):

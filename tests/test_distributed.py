@@ -74,7 +74,7 @@ train.build_model, train.validate_all = capture_model, capture_validation
 delay = float(os.environ.get('HARNESS_ITER_SLEEP', 0))
 if delay:
     step = BlindSRModel.optimize_parameters
-    BlindSRModel.optimize_parameters = lambda self, it: (time.sleep(delay), step(self, it))[1]
+    BlindSRModel.optimize_parameters = lambda self, it, *micro: (time.sleep(delay), step(self, it, *micro))[1]
 eats = REGULARIZER_REGISTRY.get('EATS') if 'EATS' in REGULARIZER_REGISTRY else None
 if eats is not None and hasattr(eats, 'draw_pairs'):
     draw = eats.draw_pairs
@@ -266,7 +266,8 @@ def train_here(run_argv):
 def launched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('dist')
     roots = SimpleNamespace(**{name: tmp / name for name in (
-        'stopped_single', 'stopped_torchrun', 'dead', 'baseline', 'probe', 'resumed', 'eats', 'adaptive', 'eco')})
+        'stopped_single', 'stopped_torchrun', 'dead', 'baseline', 'probe', 'resumed', 'eats', 'adaptive', 'eco',
+        'accumulated')})
     out = SimpleNamespace(roots=roots, tmp=tmp)
 
     # 1. the signal experiments, together
@@ -319,6 +320,7 @@ def launched(tmp_path_factory):
              f'path:resume_state={roots.probe / "training_states" / "8.state"}'),
         stopped_torchrun_argv + ['--auto_resume'],
     ]
+    runs.append(argv(tmp, 'accumulated', options(roots.accumulated, batch=BATCH // 2, accumulate=2)))
     if registered('EATS'):
         runs.append(argv(tmp, 'eats', options(roots.eats, total=6, regularizers=[{'type': 'EATS'}])))
     if registered('AdaptiveDropout'):
@@ -371,6 +373,14 @@ def test_two_process_resume_equals_uninterrupted_run(two_proc):
 def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(two_proc, single_reference):
     assert_same(checkpoint_weights(single_reference), weights(two_proc.baseline), exact=False,
                 what='2 × b vs 1 × 2b: ')
+
+
+def test_two_processes_accumulating_two_micro_batches_equal_one_process_with_the_whole_batch(two_proc,
+                                                                                              single_reference):
+    # DDP skips the gradient all-reduce on the first micro-batch (no_sync) and does it on the second
+    assert_same(weights(two_proc.accumulated, 0), weights(two_proc.accumulated, 1), what='accumulated: rank 1 ')
+    assert_same(checkpoint_weights(single_reference), weights(two_proc.accumulated), exact=False,
+                what='2 × (b/2) × 2 accumulated vs 1 × 2b: ')
 
 
 def test_distributed_validation_equals_single_process_validation(two_proc, tmp_path):

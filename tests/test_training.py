@@ -226,3 +226,35 @@ def test_check_finite_false_trains_on_through_a_non_finite_loss(tmp_path):
     run(tmp_path, _diverging_options(exp, check_finite=False))
     weights = load_checkpoint(exp / 'models' / 'net_g_16.pth')['params']
     assert not all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path):
+    full, halves = tmp_path / 'full', tmp_path / 'halves'
+    opt = tiny_options(full, total_iter=4)
+    opt['datasets']['train']['batch_size_per_gpu'] = 8
+    run(tmp_path, opt, name='full.yml')
+    run(tmp_path, tiny_options(halves, total_iter=4, accumulate=2), name='halves.yml')
+    a = load_checkpoint(full / 'models' / 'net_g_4.pth')
+    b = load_checkpoint(halves / 'models' / 'net_g_4.pth')
+    for key in ('params', 'params_ema'):
+        for name, tensor in a[key].items():
+            assert torch.allclose(tensor, b[key][name], rtol=1e-4, atol=1e-6), f'{key}.{name}'
+    log = next(halves.glob('train_tiny_*.log')).read_text()
+    assert 'batch 4 × 1 process(es) × 2 accumulated, 1 iterations per epoch, 4 iterations' in log
+    assert 'iter:       4/4' in log and 'iter:       5/' not in log
+
+
+def test_accumulation_resumes_bit_identically_across_an_epoch_boundary(tmp_path):
+    def options(root, total):
+        opt = tiny_options(root, total_iter=total, accumulate=2)
+        opt['datasets']['train']['patches_per_image'] = 12  # 3 batches per epoch: step 2 spans two epochs
+        opt['logger']['save_checkpoint_freq'] = 2
+        return opt
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    run(tmp_path, options(straight, 5), name='a.yml')
+    run(tmp_path, options(resumed, 2), name='b.yml')
+    assert load_checkpoint(resumed / 'training_states' / '2.state')['epoch'] == 1
+    run(tmp_path, options(resumed, 5), '--auto_resume', name='b.yml')
+    a = load_checkpoint(straight / 'models' / 'net_g_5.pth')['params']
+    b = load_checkpoint(resumed / 'models' / 'net_g_5.pth')['params']
+    assert all(torch.equal(a[k], b[k]) for k in a)

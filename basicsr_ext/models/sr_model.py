@@ -6,6 +6,7 @@ CPU-only stack (hard-coded CUDA in DDP wrapping, non-atomic saving, Adam-only op
 and what this framework adds (the training degradation, regularizer hooks, padded/tiled
 testing, validation split across ranks).
 """
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -74,6 +75,8 @@ class BlindSRModel(SRModel):
 
     def __init__(self, opt):
         self.regularizers = []
+        self.step_losses = OrderedDict()
+        self._log_dict = None
         self.degradation = None
         self.current_iter = 0
         super().__init__(opt)
@@ -156,10 +159,15 @@ class BlindSRModel(SRModel):
                 losses['l_style'] = l_style
         return losses
 
-    def optimize_parameters(self, current_iter):
+    def optimize_parameters(self, current_iter, micro_step=0, micro_steps=1):
+        """One forward/backward; the optimizer steps on the last of ``micro_steps`` (gradient accumulation)."""
         self.current_iter = current_iter
-        for reg in self.regularizers:
-            reg.on_iter_start(current_iter)
+        first, last = micro_step == 0, micro_step == micro_steps - 1
+        if first:
+            for reg in self.regularizers:
+                reg.on_iter_start(current_iter)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            self.step_losses = OrderedDict()
         lq, gt = self.lq, self.gt
         context = {'model': self}
         for reg in self.regularizers:
@@ -168,30 +176,51 @@ class BlindSRModel(SRModel):
             lq = lq.contiguous(memory_format=torch.channels_last)
         self.lq, self.gt = lq, gt
 
-        self.optimizer_g.zero_grad(set_to_none=True)
-        with autocast(self.device, self.amp, allow_cpu=True):
-            self.output = self.net_g(lq)
-            extra = OrderedDict()
-            for reg in self.regularizers:
-                extra.update(reg.extra_losses(self.net_g, lq, gt, self.output, current_iter))
-        self.output = self.output.float()
-        losses = self.compute_losses(self.output, gt)
-        losses.update((name, value.float()) for name, value in extra.items())
-        total = sum(losses.values())
-        if self.opt['train'].get('check_finite', True):
-            bad = ~torch.isfinite(total.detach()) & (self.first_nonfinite == 0)
-            self.first_nonfinite = torch.where(bad, current_iter, self.first_nonfinite)
-        self.grad_scaler.scale(total).backward()
+        # DDP all-reduces gradients in backward; only the last micro-batch's needs to
+        sync = contextlib.nullcontext() if last or not hasattr(self.net_g, 'no_sync') else self.net_g.no_sync()
+        with sync:
+            with autocast(self.device, self.amp, allow_cpu=True):
+                self.output = self.net_g(lq)
+                extra = OrderedDict()
+                for reg in self.regularizers:
+                    extra.update(reg.extra_losses(self.net_g, lq, gt, self.output, current_iter))
+            self.output = self.output.float()
+            losses = self.compute_losses(self.output, gt)
+            losses.update((name, value.float()) for name, value in extra.items())
+            total = sum(losses.values())
+            if self.opt['train'].get('check_finite', True):
+                bad = ~torch.isfinite(total.detach()) & (self.first_nonfinite == 0)
+                self.first_nonfinite = torch.where(bad, current_iter, self.first_nonfinite)
+            self.grad_scaler.scale(total / micro_steps).backward()
+        for name, value in losses.items():
+            self.step_losses[name] = self.step_losses.get(name, 0) + value.detach() / micro_steps
+        if not last:
+            return
         clip = self.opt['train'].get('grad_clip', 0)
         if clip:
             self.grad_scaler.unscale_(self.optimizer_g)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), clip)
         self.grad_scaler.step(self.optimizer_g)
         self.grad_scaler.update()
-
-        self.log_dict = self.reduce_loss_dict(losses)
+        self._log_dict = None
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    @property
+    def log_dict(self):
+        """The last step's losses as floats, averaged over ranks.
+
+        Computed when first read: reading them every step would synchronise the host with the GPU
+        (and, under DDP, add a collective), so the loop reads them only when it logs. Under DDP every
+        rank must read them at the same iteration.
+        """
+        if self._log_dict is None:
+            self._log_dict = self.reduce_loss_dict(self.step_losses)
+        return self._log_dict
+
+    @log_dict.setter
+    def log_dict(self, value):
+        self._log_dict = value
 
     def nonfinite_iteration(self):
         """The first iteration with a NaN or infinite loss since the start of this process, or 0."""
