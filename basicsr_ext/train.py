@@ -28,7 +28,7 @@ def _prepare_dirs(opt, resuming):
         print(f'Existing experiment folder archived to {archived}', flush=True)
     for key in ('experiments_root', 'models', 'training_states', 'visualization'):
         os.makedirs(path[key], exist_ok=True)
-    for key in ('models', 'training_states'):
+    for key in ('experiments_root', 'models', 'training_states'):  # the root holds history.jsonl, curves.png
         for partial in remove_partial_writes(path[key]):
             print(f'Removed an incomplete checkpoint write from a killed run: {partial}', flush=True)
     shutil.copy(opt['opt_path'], os.path.join(root, os.path.basename(opt['opt_path'])))

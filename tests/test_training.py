@@ -155,12 +155,13 @@ def test_sigkill_then_auto_resume_reaches_the_same_weights(tmp_path):
 
     # a kill during a checkpoint write leaves its temporary file; make sure one is there either way
     (exp / 'training_states' / '.8.state.abc123.tmp').write_bytes(b'partial')
+    (exp / '.curves.png.x1y2.tmp').write_bytes(b'partial')
     opt['logger']['save_checkpoint_freq'] = 3
     run(tmp_path, opt, '--auto_resume', name='killed.yml')
     a = load_checkpoint(reference / 'models' / f'net_g_{total}.pth')['params']
     b = load_checkpoint(exp / 'models' / f'net_g_{total}.pth')['params']
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not list(exp.glob('models/.*.tmp')) and not list(exp.glob('training_states/.*.tmp'))
+    assert not [p for folder in ('.', 'models', 'training_states') for p in exp.glob(f'{folder}/.*.tmp')]
 
 
 def test_high_order_degradation_training_on_t91_writes_a_degraded_debug_grid(tmp_path, shared_datasets):

@@ -9,24 +9,34 @@ import numpy as np
 import torch
 
 
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    A kill at any moment leaves either the previous file or the complete new one.
+    A kill at any moment leaves either the previous file or the complete new one, plus at most a
+    ``.<name>.<random>.tmp`` file, which :func:`remove_partial_writes` deletes on resume.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as f:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:  # after the rename there is nothing left to remove; after a failure, the partial copy
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_save(obj, path):
+    """torch.save through :func:`atomic_write`, synced to disk before the rename."""
+
+    def write(tmp):
+        with open(tmp, 'wb') as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def remove_partial_writes(folder):

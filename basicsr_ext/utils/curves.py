@@ -20,8 +20,9 @@ import glob
 import json
 import math
 import os
-import tempfile
 import time
+
+from .checkpoint import atomic_write
 
 HISTORY_FILE = 'history.jsonl'
 CURVES_FILE = 'curves.png'
@@ -100,19 +101,6 @@ def _records_of(history):
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _atomic_write(path, write):
-    """Call ``write(tmp_path)`` then rename over ``path``: a kill leaves the old file or the new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:  # after the rename there is nothing left to remove; after a failure, the partial copy
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _dump(record):
     # NaN/inf losses are kept (json writes NaN/Infinity and reads them back): a diverging run should show it
     return json.dumps(record, separators=(', ', ': ')) + '\n'
@@ -131,7 +119,7 @@ def truncate_history(path, last_iter):
             f.flush()
             os.fsync(f.fileno())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return kept
 
 
@@ -261,7 +249,7 @@ def _new_figure(panels, title):
 
 def _save(fig, out_png):
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    _atomic_write(out_png, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
     return str(out_png)
 
 
