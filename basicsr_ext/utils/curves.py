@@ -16,7 +16,6 @@ history of a killed and resumed run then has the iterations of an uninterrupted 
 matplotlib is imported only when a plot is drawn, so importing this module (and the training
 pipeline) does not need it.
 """
-import glob
 import json
 import math
 import os
@@ -376,9 +375,6 @@ class TrainingCurves:
         self.history = None
         if not self.active:
             return
-        for name in (HISTORY_FILE, CURVES_FILE):  # left by a kill in the middle of an atomic rewrite
-            for tmp in glob.glob(os.path.join(glob.escape(root), f'.{name}.*.tmp')):
-                os.remove(tmp)
         path = os.path.join(root, HISTORY_FILE)
         try:
             self.history = History(path, resume_iter)
