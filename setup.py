@@ -23,5 +23,5 @@ setup(
         'tqdm',
         'matplotlib',
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'jsonschema']},
 )

@@ -1,7 +1,10 @@
-"""Generate docs/options.md: every option the framework reads, from the schemas the loader validates against.
+"""Generate the option reference from the schemas the loaders validate against.
 
-    python scripts/options_reference.py            # rewrite docs/options.md
-    python scripts/options_reference.py --check    # exit 1 if docs/options.md is out of date
+docs/options.md documents every option the framework reads; docs/options.schema.json (training and demo
+files) and docs/test_options.schema.json (test.py files) are JSON Schemas of the same, for editors.
+
+    python scripts/options_reference.py            # rewrite the three files
+    python scripts/options_reference.py --check    # exit 1 if any of them is out of date
 """
 import argparse
 import inspect
@@ -16,6 +19,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY  # noqa: E402
 
 from basicsr_ext.data import DEGRADATION_TYPES  # noqa: E402
 from basicsr_ext.regularizers import REGULARIZER_REGISTRY  # noqa: E402
+from basicsr_ext.utils.json_schema import benchmark_options_schema, dumps, training_options_schema  # noqa: E402
 from basicsr_ext.utils.options import METRIC_SCHEMA, TOP_SCHEMA  # noqa: E402
 from basicsr_ext.utils.schema import describe  # noqa: E402
 
@@ -77,20 +81,32 @@ def render():
     return '\n'.join(out).rstrip() + '\n'
 
 
-def main():
+def generated():
+    """``{file name in docs/: text}`` of every generated file."""
+    return {
+        'options.md': render(),
+        'options.schema.json': dumps(training_options_schema(ARCHS)),
+        'test_options.schema.json': dumps(benchmark_options_schema(ARCHS)),
+    }
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--check', action='store_true', help='fail if docs/options.md is not up to date')
-    parser.add_argument('--out', default=str(ROOT / 'docs' / 'options.md'))
-    args = parser.parse_args()
-    text = render()
-    if args.check:
-        current = Path(args.out).read_text() if Path(args.out).exists() else ''
-        if current != text:
-            print(f'{args.out} is out of date: run python scripts/options_reference.py', file=sys.stderr)
-            return 1
-        return 0
-    Path(args.out).write_text(text)
-    print(f'wrote {args.out}')
+    parser.add_argument('--check', action='store_true', help='fail if a generated file is not up to date')
+    parser.add_argument('--dir', default=str(ROOT / 'docs'), help='folder of the generated files (default: docs/)')
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in generated().items():
+        path = Path(args.dir) / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding='utf-8') != text:
+                stale.append(str(path))
+            continue
+        path.write_text(text, encoding='utf-8')
+        print(f'wrote {path}')
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run python scripts/options_reference.py", file=sys.stderr)
+        return 1
     return 0
 
 
