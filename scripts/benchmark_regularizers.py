@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
 import torch  # noqa: E402
 
-from basicsr_ext.models import build_model  # noqa: E402
-from basicsr_ext.utils.options import validate_options  # noqa: E402
+from basicsr_ext.utils.benchmarking import build_training_model, interleaved_steps, ratio_rows  # noqa: E402
+from basicsr_ext.utils.inference import resolve_device  # noqa: E402
 
 NETWORKS = {
     'SRResNet': dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4),
@@ -48,6 +47,7 @@ REGULARIZERS = {
     'DropConnect': [dict(type='DropConnect')],
     'baseline, channels_last': [],
 }
+TEACHER_ROW = 'ECO teacher forward alone (no_grad)'
 # train options of a configuration besides its regularizers
 TRAIN_OPTIONS = {'baseline, channels_last': {'channels_last': True}}
 
@@ -62,34 +62,11 @@ def parse_args(argv=None):
     parser.add_argument('--only', nargs='+', choices=sorted(REGULARIZERS), default=None,
                         help='configurations to time besides the baseline (default all)')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--device', default='cpu', help="'cpu' (default), 'cuda', 'cuda:N' or 'auto'")
     parser.add_argument('--degradation', action='store_true',
                         help='degrade GT canvases on the fly (HighOrderDegradation) inside the timed iteration')
     parser.add_argument('--canvas', type=int, default=400, help='GT canvas size with --degradation (default 400)')
     return parser.parse_args(argv)
-
-
-def make_options(network, regularizers, workdir, total_iter, gt_size=None, **train):
-    opt = {
-        'name': 'benchmark', 'model_type': 'BlindSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {'train': {'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 32}},
-        'network_g': dict(network), 'path': {'experiments_root': workdir},
-        'train': {
-            'total_iter': total_iter,
-            'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [total_iter], 'gamma': 0.5},
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-            'regularizers': regularizers, **train,
-        },
-    }
-    if gt_size:
-        opt['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': gt_size}
-    return opt
-
-
-def build(network, regularizers, workdir, total_iter, gt_size=None, **train):
-    opt = validate_options(make_options(network, regularizers, workdir, total_iter, gt_size, **train))
-    opt.update(dist=False, rank=0, world_size=1)
-    return build_model(opt)
 
 
 def fixed_batch(args, scale):
@@ -108,6 +85,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = resolve_device(args.device)
     scale = 4
     batch = fixed_batch(args, scale)
     gt_size = args.gt_size if args.degradation else None
@@ -124,50 +102,43 @@ def main(argv=None):
                      for k, v in r.items()} for r in REGULARIZERS[name]]
             if any(r['type'] == 'ECO' for r in regs) and not os.path.exists(teacher_path):
                 torch.save(models['baseline'].network_state(), teacher_path)
-            models[name] = build(NETWORKS[args.arch], regs, workdir, total_iter, gt_size, **TRAIN_OPTIONS.get(name, {}))
-        teacher = None
+            models[name] = build_training_model(NETWORKS[args.arch], workdir, total_iter, regs, gt_size, device=device,
+                                                **TRAIN_OPTIONS.get(name, {}))
+
+        def train_step(model):
+            def step(r):
+                it = total_iter // 2 - rounds // 2 + r
+                model.feed_data(batch, it)
+                model.optimize_parameters(it)
+            return step
+
+        steps = {name: train_step(model) for name, model in models.items()}
         if 'ECO' in models:
             teacher = models['ECO'].regularizers[0].build_teacher(models['ECO'])
 
-        times = {name: [] for name in names}
-        teacher_times = []
-        for r in range(rounds):
-            it = total_iter // 2 - rounds // 2 + r
-            for name, model in models.items():
-                start = time.perf_counter()
-                model.feed_data(batch, it)
-                model.optimize_parameters(it)
-                elapsed = time.perf_counter() - start
-                if r >= args.warmup:
-                    times[name].append(elapsed)
-            if teacher is not None:
-                lq = models['baseline'].lq
-                start = time.perf_counter()
+            def teacher_forward(r):
                 with torch.no_grad():
-                    teacher(lq)
-                if r >= args.warmup:
-                    teacher_times.append(time.perf_counter() - start)
+                    teacher(models['baseline'].lq)
+            steps[TEACHER_ROW] = teacher_forward
+
+        def progress(r, times):
             print(f'round {r + 1}/{rounds}: ' + ', '.join(f'{n} {t[-1]:.2f}s' for n, t in times.items() if t),
                   file=sys.stderr, flush=True)
 
-    base_median, base_mean = statistics.median(times['baseline']), statistics.fmean(times['baseline'])
+        times, _ = interleaved_steps(steps, rounds, args.warmup, device, on_round=progress)
+
     data = (f'degraded on the fly from {args.canvas}-px canvases' if args.degradation else 'ready LR/GT pairs')
     print(f'{args.arch} x4, batch {args.batch}, GT {args.gt_size}, LR {args.gt_size // scale}, {data}, '
           f'{args.iters} timed iterations (+{args.warmup} warm-up), torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads')
+          f'{device}, {torch.get_num_threads()} threads')
     print('| configuration | median s/iter | mean s/iter | min s/iter | × baseline (median) | × baseline (mean) |')
     print('|---|---:|---:|---:|---:|---:|')
-    rows = dict(times)
-    if teacher_times:
-        rows['ECO teacher forward alone (no_grad)'] = teacher_times
-    for name, samples in rows.items():
-        med, mean = statistics.median(samples), statistics.fmean(samples)
-        print(f'| {name} | {med:.3f} | {mean:.3f} | {min(samples):.3f} | {med / base_median:.2f} | '
-              f'{mean / base_mean:.2f} |')
-    if teacher_times:
-        extra = statistics.median(times['ECO']) - base_median
+    for name, med, mean, low, ratio_median, ratio_mean in ratio_rows(times, 'baseline'):
+        print(f'| {name} | {med:.3f} | {mean:.3f} | {low:.3f} | {ratio_median:.2f} | {ratio_mean:.2f} |')
+    if TEACHER_ROW in times:
+        extra = statistics.median(times['ECO']) - statistics.median(times['baseline'])
         print(f'\nECO - baseline = {extra:.3f} s/iter (median); one teacher forward = '
-              f'{statistics.median(teacher_times):.3f} s')
+              f'{statistics.median(times[TEACHER_ROW]):.3f} s')
     return 0
 
 

@@ -202,8 +202,8 @@ TOP_SCHEMA = {
         'grad_clip': Field(float, 0.0, min=0.0, doc='clip the gradient norm to this value (0: off)'),
         'accumulate': Field(int, 1, min=1, doc='micro-batches per optimizer step (gradient accumulation): the '
                             'effective batch is batch_size_per_gpu × processes × accumulate; total_iter counts steps'),
-        'channels_last': Field(bool, False, doc='train in the channels-last memory layout (NHWC): faster convolutions '
-                               'on tensor-core GPUs and about 6% on the project CPU; checkpoints are unchanged'),
+        'channels_last': Field(bool, False, doc='train in the channels-last memory layout (NHWC), which tensor-core GPUs '
+                               'prefer; checkpoints are unchanged'),
         'check_finite': Field(bool, True, doc='stop (exit code 1, no checkpoint written) when a loss becomes NaN or '
                               'infinite; checked on the device, read at each log line and checkpoint'),
         'amp': Field((bool, str), False, check=check_amp,
