@@ -17,7 +17,6 @@ import yaml
 from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.archs.swinir_arch import SwinIR
 from basicsr.utils.matlab_functions import imresize
-from basicsr.utils.registry import ARCH_REGISTRY
 from PIL import Image
 
 from basicsr_ext.data.test_degradations import DEGRADATIONS
@@ -337,7 +336,6 @@ def test_tiled_equals_untiled_conv_net():
     torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif('SwinIR' not in ARCH_REGISTRY, reason='SwinIR is not registered')
 def test_tiled_equals_untiled_window_attention():
     net = _tiny_swinir()
     assert input_multiple(net) == 8

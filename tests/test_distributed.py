@@ -23,9 +23,8 @@ import torch
 import yaml
 
 from basicsr_ext import train
-from basicsr_ext.data import DEGRADATION_TYPES, ResumableSampler
+from basicsr_ext.data import ResumableSampler
 from basicsr_ext.models import build_model
-from basicsr_ext.regularizers import REGULARIZER_REGISTRY
 from basicsr_ext.utils import dist as dist_util
 from basicsr_ext.utils.checkpoint import find_resume_state, get_rng_states, load_checkpoint
 from basicsr_ext.utils.options import load_options, make_parser
@@ -75,16 +74,17 @@ delay = float(os.environ.get('HARNESS_ITER_SLEEP', 0))
 if delay:
     step = BlindSRModel.optimize_parameters
     BlindSRModel.optimize_parameters = lambda self, it, *micro: (time.sleep(delay), step(self, it, *micro))[1]
-eats = REGULARIZER_REGISTRY.get('EATS') if 'EATS' in REGULARIZER_REGISTRY else None
-if eats is not None and hasattr(eats, 'draw_pairs'):
-    draw = eats.draw_pairs
+eats = REGULARIZER_REGISTRY.get('EATS')
+draw = eats.draw_pairs
 
-    def record_draws(self, current_iter):
-        pairs = draw(self, current_iter)
-        captured.setdefault('eats', []).append([current_iter, pairs])
-        return pairs
 
-    eats.draw_pairs = record_draws
+def record_draws(self, current_iter):
+    pairs = draw(self, current_iter)
+    captured.setdefault('eats', []).append([current_iter, pairs])
+    return pairs
+
+
+eats.draw_pairs = record_draws
 
 
 def teacher_report(model):
@@ -149,10 +149,6 @@ def options(root, batch=BATCH, total=TOTAL, workers=0, **train_opt):
 
 def probe():
     return {'regularizers': [{'type': 'NoiseProbe'}]}
-
-
-def registered(name):
-    return name in REGULARIZER_REGISTRY
 
 
 def argv(tmp, name, opt, *extra, launcher='pytorch'):
@@ -321,15 +317,12 @@ def launched(tmp_path_factory):
         stopped_torchrun_argv + ['--auto_resume'],
     ]
     runs.append(argv(tmp, 'accumulated', options(roots.accumulated, batch=BATCH // 2, accumulate=2)))
-    if registered('EATS'):
-        runs.append(argv(tmp, 'eats', options(roots.eats, total=6, regularizers=[{'type': 'EATS'}])))
-    if registered('AdaptiveDropout'):
-        adaptive = [{'type': 'AdaptiveDropout', 'implicit': True, 'w_mode': 'vector', 'interval': 0}]
-        runs.append(argv(tmp, 'adaptive', options(roots.adaptive, total=6, regularizers=adaptive)))
-    if registered('ECO'):
-        eco = [{'type': 'ECO', 'teacher_path': str(roots.baseline / 'models' / f'net_g_{TOTAL}.pth'),
-                'teacher_param_key': 'params', 'schedule_iters': 12}]
-        runs.append(argv(tmp, 'eco', options(roots.eco, total=6, regularizers=eco)))
+    runs.append(argv(tmp, 'eats', options(roots.eats, total=6, regularizers=[{'type': 'EATS'}])))
+    adaptive = [{'type': 'AdaptiveDropout', 'implicit': True, 'w_mode': 'vector', 'interval': 0}]
+    runs.append(argv(tmp, 'adaptive', options(roots.adaptive, total=6, regularizers=adaptive)))
+    eco = [{'type': 'ECO', 'teacher_path': str(roots.baseline / 'models' / f'net_g_{TOTAL}.pth'),
+            'teacher_param_key': 'params', 'schedule_iters': 12}]
+    runs.append(argv(tmp, 'eco', options(roots.eco, total=6, regularizers=eco)))
     many = Launch(tmp, 'torchrun', runs, nproc=2)
     out.many_rc, out.many_tail = many.wait(LAUNCH_TIMEOUT), many.tail()
     return out
@@ -395,8 +388,6 @@ def test_distributed_validation_equals_single_process_validation(two_proc, tmp_p
     assert distributed[0] == pytest.approx(single, abs=1e-6)
 
 
-@pytest.mark.skipif(not registered('EATS'), reason='the EATS regularizer (basicsr_ext/regularizers/eats.py) '
-                    'is not registered yet')
 def test_eats_under_ddp_draws_the_same_pairs_on_every_rank(two_proc):
     root = two_proc.eats
     assert (root / 'models' / 'net_g_6.pth').exists()
@@ -407,8 +398,6 @@ def test_eats_under_ddp_draws_the_same_pairs_on_every_rank(two_proc):
     assert len({json.dumps(d[1]) for d in draws[0]}) > 1, 'EATS drew the same pair at every iteration'
 
 
-@pytest.mark.skipif(not registered('AdaptiveDropout'), reason='the AdaptiveDropout regularizer '
-                    '(basicsr_ext/regularizers/adaptive_dropout.py) is not registered yet')
 def test_adaptive_dropout_weights_are_learnt_in_step(two_proc):
     root = two_proc.adaptive
     w0, w1 = weights(root, 0), weights(root, 1)
@@ -420,8 +409,6 @@ def test_adaptive_dropout_weights_are_learnt_in_step(two_proc):
         assert all(report(root, r)['has_grad'][k] for r in (0, 1))
 
 
-@pytest.mark.skipif(not registered('ECO'), reason='the ECO regularizer (basicsr_ext/regularizers/eco.py) '
-                    'is not registered yet')
 def test_eco_teacher_is_frozen_outside_ddp_on_every_rank(two_proc):
     root = two_proc.eco
     assert (root / 'models' / 'net_g_6.pth').exists()
@@ -470,8 +457,6 @@ def test_a_dead_rank_makes_the_other_fail_within_the_timeout(launched):
 @pytest.fixture
 def degraded_models(tmp_path):
     """Models of rank 0 and 1 (of 2) with the training degradation, built in this process."""
-    if 'HighOrderDegradation' not in DEGRADATION_TYPES:
-        pytest.skip('the training degradation (basicsr_ext/data/degradation.py) is not installed yet')
     raw = options(tmp_path / 'deg')
     raw['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': 16}
     path = tmp_path / 'deg.yml'

@@ -14,12 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from basicsr_ext.archs import build_network, has_sites
+from basicsr_ext.archs import build_network
 from basicsr_ext.data.skimage_photos_dataset import load_photo
 from basicsr_ext.models import build_model
 from basicsr_ext.regularizers.eco import matlab_bicubic_resize
-from basicsr_ext.utils.options import build_meta_network, validate_options, yaml_load
-from basicsr_ext.utils.schema import OptionError
+from basicsr_ext.utils.options import validate_options, yaml_load
 from test_regularizers import one_thread  # noqa: F401  (autouse: one torch thread on a shared machine)
 
 pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid')
@@ -36,24 +35,7 @@ ARCHS = {
 }
 
 
-def _with_sites(name):
-    try:
-        return has_sites(build_network(ARCHS[name]))
-    except KeyError:  # the arch is not registered (yet)
-        return False
-
-
-def _meta_build_error(name):
-    # validate_options builds the network on the meta device to check sites and scale
-    try:
-        build_meta_network(ARCHS[name])
-    except Exception as err:  # noqa: BLE001  (any failure means the options cannot validate)
-        return f'{name} cannot be built on the meta device, so its options cannot validate: {err}'
-    return None
-
-
-ARCH_NAMES = [name for name in ARCHS if _with_sites(name)]
-META_ERRORS = {name: _meta_build_error(name) for name in ARCH_NAMES}
+ARCH_NAMES = list(ARCHS)
 
 
 SINGLE = {
@@ -75,9 +57,7 @@ COMBINED = {
 }
 CASES = [(arch, reg) for arch in ARCH_NAMES for reg in SINGLE]
 CASES += [(arch, reg) for arch in ARCH_NAMES[:2] for reg in COMBINED]
-CASES = [pytest.param(arch, reg, id=f'{arch}-{reg}', marks=pytest.mark.skipif(bool(META_ERRORS[arch]),
-                                                                               reason=str(META_ERRORS[arch])))
-         for arch, reg in CASES]
+CASES = [pytest.param(arch, reg, id=f'{arch}-{reg}') for arch, reg in CASES]
 
 
 @pytest.fixture(scope='module')
@@ -92,8 +72,6 @@ def teachers(tmp_path_factory):
     folder = tmp_path_factory.mktemp('teachers')
     paths = {}
     for name in ARCH_NAMES:
-        if META_ERRORS[name]:
-            continue
         torch.manual_seed(1)
         paths[name] = str(folder / f'{name}.pth')
         torch.save({'params_ema': build_network(ARCHS[name]).state_dict()}, paths[name])
@@ -192,15 +170,7 @@ def test_option_file_validates(path, tmp_path):
     teacher = tmp_path / 'teacher.pth'
     teacher.write_bytes(b'')  # only its existence is validated
     raw = _point_at_stand_ins(raw, tmp_path, str(teacher))
-    arch = {'MSRResNet': 'SRResNet', 'RRDBNetAnyScale': 'RRDB'}.get(raw['network_g']['type'], raw['network_g']['type'])
-    if META_ERRORS.get(arch):
-        pytest.skip(META_ERRORS[arch])
-    try:
-        opt = validate_options(raw)
-    except OptionError as err:
-        if 'GTOnlyDataset' in str(err) or 'HighOrderDegradation' in str(err):
-            pytest.skip(f'the training data pipeline is not registered yet: {err}')
-        raise
+    opt = validate_options(raw)
     method = Path(path).stem.rsplit('_x', 1)[0]
     types = [r['type'] for r in opt['train']['regularizers']]
     assert types == {'baseline': [], 'dropout': ['Dropout'], 'adaptive_dropout': ['AdaptiveDropout'],
