@@ -59,6 +59,7 @@ def _alias_functional_tensor():
         return
     except ImportError:
         pass
+    # only when the shim is needed: torchvision must be importable by then, not when compat loads
     from torchvision.transforms import functional
     shim = types.ModuleType(name)
     shim.rgb_to_grayscale = functional.rgb_to_grayscale

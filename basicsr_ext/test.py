@@ -5,18 +5,22 @@ folders and checkpoints, architecture arguments, scales); then the LR sets are g
 reused, every model is run, and the tables/plots are written to ``results/<name>/``.
 """
 import argparse
-import logging
 import os
 import shutil
 import sys
 
 from basicsr.utils import get_time_str
 
-from .data.image_io import ImageReadError, ImageTooSmallError
+from .archs.weights import CheckpointMismatchError
+from .data.image_io import ImageReadError
+from .evaluation.loop import run_benchmark
+from .evaluation.options import load_test_options
+from .utils.errors import ImageTooSmallError
+from .utils.logging import configure_logger
 from .utils.schema import OptionError
 
 # errors a user can fix from the message alone: print it, no traceback
-USER_ERRORS = (OptionError, FileNotFoundError, ImageReadError, ImageTooSmallError, ValueError)
+USER_ERRORS = (OptionError, FileNotFoundError, ImageReadError, ImageTooSmallError, ValueError, CheckpointMismatchError)
 
 
 def make_parser():
@@ -30,26 +34,11 @@ def make_parser():
 
 
 def _setup_logger(results_root):
-    log = logging.getLogger('basicsr_ext.test')
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    fmt = logging.Formatter('%(asctime)s %(levelname)s: %(message)s')
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(fmt)
-    log.addHandler(stream)
-    file_handler = logging.FileHandler(os.path.join(results_root, f'test_{get_time_str()}.log'), encoding='utf-8')
-    file_handler.setFormatter(fmt)
-    log.addHandler(file_handler)
-    return log
+    return configure_logger('basicsr_ext.test', log_file=os.path.join(results_root, f'test_{get_time_str()}.log'))
 
 
 def main(argv=None):
     """Run the evaluation; returns the process exit code (0 ok, 2 bad input)."""
-    from .metrics.benchmark import load_test_options, run_benchmark
-    from .models.sr_model import CheckpointMismatchError
     args = make_parser().parse_args(argv)
     try:
         opt = load_test_options(args.opt, overrides=args.force_yml)
@@ -59,7 +48,7 @@ def main(argv=None):
         log = _setup_logger(opt['results_root'])
         shutil.copy(opt['opt_path'], os.path.join(opt['results_root'], os.path.basename(opt['opt_path'])))
         tables = run_benchmark(opt)
-    except USER_ERRORS + (CheckpointMismatchError, ) as err:
+    except USER_ERRORS as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     print(tables['md'])

@@ -15,7 +15,7 @@ from .utils import dist as dist_util
 from .utils.checkpoint import (atomic_save, find_resume_state, get_rng_states, load_checkpoint, prune_checkpoints,
                                remove_partial_writes, set_rng_states)
 from .utils.curves import TrainingCurves
-from .utils.options import OptionError, load_options, make_parser, resolve_num_gpu
+from .config import OptionError, load_options, make_parser, resolve_num_gpu
 from .utils.progress import ProgressLogger
 
 
@@ -58,6 +58,7 @@ def _make_logger(opt, rank):
 def _tb_logger(opt, rank):
     if rank != 0 or not opt['logger'].get('use_tb_logger'):
         return None
+    # tensorboard is slow to import and only runs with use_tb_logger need it
     from torch.utils.tensorboard import SummaryWriter
     return SummaryWriter(log_dir=opt['path']['tb_logger'])
 

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
 import torch  # noqa: E402
 
-from basicsr_ext.utils.benchmarking import build_training_model, interleaved_steps, ratio_rows  # noqa: E402
-from basicsr_ext.utils.inference import resolve_device  # noqa: E402
+from basicsr_ext.models.timing_setup import build_training_model  # noqa: E402
+from basicsr_ext.utils.device import resolve_device  # noqa: E402
+from basicsr_ext.utils.timing import interleaved_steps, ratio_rows  # noqa: E402
 
 NETWORKS = {
     'SRResNet': dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4),
@@ -114,7 +115,7 @@ def main(argv=None):
 
         steps = {name: train_step(model) for name, model in models.items()}
         if 'ECO' in models:
-            teacher = models['ECO'].regularizers[0].build_teacher(models['ECO'])
+            teacher = models['ECO'].regularizers[0].build_teacher(models['ECO'].device)
 
             def teacher_forward(r):
                 with torch.no_grad():

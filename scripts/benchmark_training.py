@@ -26,9 +26,10 @@ sys.path.insert(0, str(ROOT))
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
 import torch  # noqa: E402
 
-from basicsr_ext.utils.benchmarking import build_training_model, interleaved_steps, ratio_rows  # noqa: E402
-from basicsr_ext.utils.inference import resolve_device  # noqa: E402
-from basicsr_ext.utils.options import yaml_load  # noqa: E402
+from basicsr_ext.models.timing_setup import build_training_model  # noqa: E402
+from basicsr_ext.utils.device import resolve_device  # noqa: E402
+from basicsr_ext.utils.timing import interleaved_steps, ratio_rows  # noqa: E402
+from basicsr_ext.config import yaml_load  # noqa: E402
 
 ARCH_OPTIONS = {name: ROOT / 'options' / 'train' / name / 'baseline_x4.yml'
                 for name in ('SRResNet', 'RRDB', 'SwinIR', 'HAN_lite')}

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
-from basicsr_ext.utils.options import PROJECT_ROOT  # noqa: E402
+from basicsr_ext.config import PROJECT_ROOT  # noqa: E402
 
 DEFAULT_OUT = os.path.join(str(PROJECT_ROOT), 'results', 'channel_maps')
 
@@ -94,7 +94,7 @@ def _per_model(values, flag, count, default):
 
 def cli_models(args):
     """models[] entries from the --ckpt form, validated like a test-options file (paths from the CWD)."""
-    from basicsr_ext.metrics.benchmark import validate_models
+    from basicsr_ext.evaluation.options import validate_models
     if not args.ckpt:
         raise ValueError('give the models: -opt <test options YAML>, or --network <options YAML> --ckpt <.pth> '
                          '(repeat --ckpt per model)')
@@ -118,8 +118,8 @@ def cli_models(args):
 def run(args):
     import torch
 
-    from basicsr_ext.metrics import channel_maps as cm
-    from basicsr_ext.utils.inference import resolve_device
+    from basicsr_ext.evaluation import channel_maps as cm
+    from basicsr_ext.utils.device import resolve_device
 
     if args.opt and (args.ckpt or args.network or args.param_key or args.name):
         raise ValueError('-opt reads the models from the file; leave out --ckpt, --network, --param_key and --name')
@@ -141,8 +141,8 @@ def run(args):
 
 def main(argv=None):
     from basicsr_ext.data.image_io import ImageReadError, ImageTooSmallError
-    from basicsr_ext.metrics.channel_maps import format_table
-    from basicsr_ext.models.sr_model import CheckpointMismatchError
+    from basicsr_ext.archs.weights import CheckpointMismatchError
+    from basicsr_ext.evaluation.channel_maps import format_table
     from basicsr_ext.utils.schema import OptionError
     args = parse_args(argv)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
-from basicsr_ext.metrics.paper_compare import compare_files  # noqa: E402
+from basicsr_ext.evaluation.paper_compare import compare_files  # noqa: E402
 
 
 def _mapping(items, flag):

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
 from basicsr_ext.data.image_io import ImageReadError  # noqa: E402
-from basicsr_ext.data.test_degradations import DEGRADATIONS, PROTOCOLS, SPEC_SYNTAX, generate_testsets  # noqa: E402
+from basicsr_ext.data.eval_degradations import DEGRADATIONS, PROTOCOLS, SPEC_SYNTAX, generate_testsets  # noqa: E402
 
 
 def parse_args(argv=None):

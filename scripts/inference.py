@@ -22,7 +22,7 @@ import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
 def _kv(item):
     if '=' not in item:
         raise argparse.ArgumentTypeError(f"expected key=value, got '{item}'")
-    from basicsr_ext.utils.options import yaml_load
+    from basicsr_ext.config import yaml_load
     key, value = item.split('=', 1)
     return key, yaml_load(value)
 
@@ -70,8 +70,8 @@ def run(args):
     from tqdm import tqdm
 
     from basicsr_ext.data.image_io import imread_unchanged
-    from basicsr_ext.utils.inference import (load_network, read_arch_options, resolve_device, set_net_scale,
-                                             upscale_array)
+    from basicsr_ext.models.loading import load_network, read_arch_options, set_net_scale, upscale_array
+    from basicsr_ext.utils.device import resolve_device
 
     files = _inputs(args.input, args.suffix)
     if not os.path.isfile(args.model):
@@ -99,7 +99,7 @@ def run(args):
 
 def main(argv=None):
     from basicsr_ext.data.image_io import ImageReadError, ImageTooSmallError
-    from basicsr_ext.models.sr_model import CheckpointMismatchError
+    from basicsr_ext.archs.weights import CheckpointMismatchError
     args = parse_args(argv)
     try:
         written = run(args)

@@ -19,8 +19,9 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY  # noqa: E402
 
 from basicsr_ext.data import DEGRADATION_TYPES  # noqa: E402
 from basicsr_ext.regularizers import REGULARIZER_REGISTRY  # noqa: E402
-from basicsr_ext.utils.json_schema import benchmark_options_schema, dumps, training_options_schema  # noqa: E402
-from basicsr_ext.utils.options import METRIC_SCHEMA, TOP_SCHEMA  # noqa: E402
+from basicsr_ext.config import METRIC_SCHEMA, TOP_SCHEMA  # noqa: E402
+from basicsr_ext.config.json_schema import dumps, training_options_schema  # noqa: E402
+from basicsr_ext.evaluation.options import test_options_json_schema  # noqa: E402
 from basicsr_ext.utils.schema import describe  # noqa: E402
 
 ARCHS = ('MSRResNet', 'RRDBNet', 'RRDBNetAnyScale', 'SwinIR', 'HAN')
@@ -86,7 +87,7 @@ def generated():
     return {
         'options.md': render(),
         'options.schema.json': dumps(training_options_schema(ARCHS)),
-        'test_options.schema.json': dumps(benchmark_options_schema(ARCHS)),
+        'test_options.schema.json': dumps(test_options_json_schema(ARCHS)),
     }
 
 

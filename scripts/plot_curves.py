@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from basicsr_ext.utils.curves import (best_point, history_path, plot_comparison, read_history,  # noqa: E402
-                                      val_series)
+from basicsr_ext.utils.curve_plots import best_point, plot_comparison, val_series  # noqa: E402
+from basicsr_ext.utils.history import history_path, read_history  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -30,3 +30,10 @@ def shared_datasets():
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f'{SHARED_DATASETS} not found: the real test images live in ../shared/datasets beside the repo')
     return SHARED_DATASETS
+
+
+def step_context(model, lq, gt, iteration, batch=None):
+    """The StepContext the model builds for its regularizers, for calling a hook directly."""
+    from basicsr_ext.regularizers import StepContext
+    return StepContext(lq, gt, batch if batch is not None else getattr(model, 'batch', {'lq': lq, 'gt': gt}), model.opt['scale'],
+                       model.get_bare_model(model.net_g), iteration, model.opt['manual_seed'], model.redegrade)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from basicsr_ext.utils.checkpoint import atomic_save, load_checkpoint
-from basicsr_ext.utils.options import validate_options
+from basicsr_ext.config import validate_options
 from basicsr_ext.utils.schema import OptionError
 from test_regularizers import TINY_SRRESNET, make_model, one_thread, options  # noqa: F401 (autouse fixture)
 

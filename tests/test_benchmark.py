@@ -19,11 +19,13 @@ from basicsr.archs.swinir_arch import SwinIR
 from basicsr.utils.matlab_functions import imresize
 from PIL import Image
 
-from basicsr_ext.data.test_degradations import DEGRADATIONS
-from basicsr_ext.metrics.benchmark import load_test_options, prepare_dataset, validate_test_options
-from basicsr_ext.metrics.paper_compare import compare_files
+from basicsr_ext.data.eval_degradations import DEGRADATIONS
+from basicsr_ext.archs.forward import check_input_size, forward_tiled, input_multiple
+from basicsr_ext.evaluation.options import load_test_options, validate_test_options
+from basicsr_ext.evaluation.paper_compare import compare_files
+from basicsr_ext.evaluation.testsets import prepare_dataset
+from basicsr_ext.models.loading import forward_batches
 from basicsr_ext.test import main as run_test_cli
-from basicsr_ext.utils.inference import check_input_size, forward_batches, forward_tiled, input_multiple
 from basicsr_ext.utils.schema import OptionError
 from conftest import load_script
 
@@ -265,7 +267,7 @@ def test_wrong_checkpoint_scale_is_reported_when_the_run_starts(tmp_path):
                         results_root=str(tmp_path / 'res'), cache_dir=str(tmp_path / 'cache'), progress=False)
     (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
     with pytest.raises(OptionError) as err:
-        from basicsr_ext.metrics.benchmark import build_models
+        from basicsr_ext.evaluation.models import build_models
         build_models(load_test_options(str(tmp_path / 'o.yml')), torch.device('cpu'))
     assert str(err.value) == (f"models[0] (N): checkpoint '{ckpt}' is a ×2 MSRResNet, but the network is built for ×4 "
                               '(upscale: 4); use scale 2 or a ×4 checkpoint')
@@ -367,7 +369,7 @@ def test_batched_equals_one_by_one():
 @pytest.mark.parametrize('path', sorted((REPO / 'options' / 'test').glob('*.yml')), ids=lambda p: p.name)
 def test_example_options_are_valid(path):
     """The shipped examples pass the schema; only checkpoints not trained yet may be missing."""
-    from basicsr_ext.utils.options import yaml_load
+    from basicsr_ext.config import yaml_load
     try:
         validate_test_options(yaml_load(str(path)))
     except OptionError as err:
@@ -377,7 +379,7 @@ def test_example_options_are_valid(path):
 
 
 def test_docs_list_every_option_key():
-    from basicsr_ext.metrics.benchmark import describe_options
+    from basicsr_ext.evaluation.options import describe_options
     text = (REPO / 'docs' / 'evaluation.md').read_text(encoding='utf-8')
     missing = [row[0] for row in describe_options() if f'`{row[0]}`' not in text]
     assert not missing, f'docs/evaluation.md does not describe {missing}'

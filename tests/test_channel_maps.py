@@ -1,4 +1,4 @@
-"""Channel maps (basicsr_ext/metrics/channel_maps.py, scripts/channel_maps.py): captured features,
+"""Channel maps (basicsr_ext/evaluation/channel_maps.py, scripts/channel_maps.py): captured features,
 per-channel statistics, the written plots and CSV, both command-line forms, and the error messages."""
 import basicsr_ext  # noqa: F401  (must precede basicsr)
 
@@ -15,7 +15,7 @@ from basicsr.utils.matlab_functions import imresize
 
 from basicsr_ext.archs import build_network
 from basicsr_ext.data.skimage_photos_dataset import load_photo
-from basicsr_ext.metrics import channel_maps as cm
+from basicsr_ext.evaluation import channel_maps as cm
 from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]

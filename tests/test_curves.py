@@ -10,7 +10,9 @@ import pytest
 
 from basicsr_ext.models.sr_model import BlindSRModel
 from basicsr_ext.utils import curves
-from basicsr_ext.utils.curves import History, TrainingCurves, best_point, plot_history, read_history, truncate_history
+from basicsr_ext.utils.curve_plots import best_point, plot_history
+from basicsr_ext.utils.curves import TrainingCurves
+from basicsr_ext.utils.history import History, read_history, truncate_history
 from conftest import REPO
 from test_training import run, tiny_options
 

@@ -27,7 +27,7 @@ from basicsr_ext.data import ResumableSampler
 from basicsr_ext.models import build_model
 from basicsr_ext.utils import dist as dist_util
 from basicsr_ext.utils.checkpoint import find_resume_state, get_rng_states, load_checkpoint
-from basicsr_ext.utils.options import load_options, make_parser
+from basicsr_ext.config import load_options, make_parser
 from conftest import REPO
 
 TOTAL = 16  # 4 epochs of 4 iterations: the sampler is reseeded three times
@@ -51,8 +51,8 @@ from basicsr_ext.regularizers.base import Regularizer
 class NoiseProbe(Regularizer):
     """Draws from the global torch RNG, which differs per rank: a resume must restore each rank's own."""
 
-    def transform_batch(self, lq, gt, current_iter, context):
-        return lq + 0.02 * torch.randn_like(lq), gt
+    def transform_batch(self, ctx):
+        return ctx.lq + 0.02 * torch.randn_like(ctx.lq), ctx.gt
 
 
 captured = {}
@@ -113,10 +113,17 @@ for argv in json.loads(sys.argv[1]):
     model = captured['model']
     rank, root = model.opt['rank'], model.opt['path']['experiments_root']
     net = model.get_bare_model(model.net_g)
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, os.path.join(root, f'final_rank{rank}.pth'))
+    regs = model.regularizers
+    # the network's keys, and the regularizers' under 'regularizers.' (they sit beside it in the training wrapper)
+    state = dict(net.state_dict())
+    params = dict(net.named_parameters())
+    for i, reg in enumerate(regs):
+        state.update({f'regularizers.{i}.{k}': v for k, v in reg.state_dict().items()})
+        params.update({f'regularizers.{i}.{k}': p for k, p in reg.named_parameters()})
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, os.path.join(root, f'final_rank{rank}.pth'))
     with open(os.path.join(root, f'final_rank{rank}.json'), 'w') as f:
         json.dump({'val': captured.get('val'), 'eats': captured.get('eats'), 'teacher': teacher_report(model),
-                   'has_grad': {k: p.grad is not None for k, p in net.named_parameters()}}, f)
+                   'has_grad': {k: p.grad is not None for k, p in params.items()}}, f)
 '''
 
 

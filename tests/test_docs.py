@@ -31,7 +31,7 @@ def test_shell_wrappers_are_valid_bash():
 
 
 def test_readme_minimal_options_validate(shared_datasets):
-    from basicsr_ext.utils.options import validate_options, yaml_load
+    from basicsr_ext.config import validate_options, yaml_load
     readme = (REPO / 'README.md').read_text()
     block = readme[readme.index('name: SRResNet_x4_baseline'):]
     raw = yaml_load(block[:block.index('```')])

@@ -12,7 +12,8 @@ from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.archs.srresnet_arch import MSRResNet
 from PIL import Image
 
-from basicsr_ext.utils.inference import checkpoint_scale, load_network, load_state_dict, upscale_array
+from basicsr_ext.archs.forward import checkpoint_scale
+from basicsr_ext.models.loading import load_network, load_state_dict, upscale_array
 from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]

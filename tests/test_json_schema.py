@@ -8,8 +8,8 @@ import jsonschema
 import pytest
 from conftest import REPO
 
-from basicsr_ext.utils.json_schema import dumps, field_schema, section_schema
-from basicsr_ext.utils.options import validate_options, yaml_load
+from basicsr_ext.config import validate_options, yaml_load
+from basicsr_ext.config.json_schema import dumps, field_schema, section_schema
 from basicsr_ext.utils.schema import Field, OptionError, Section
 
 TRAINING_FILES = sorted((REPO / 'options' / 'train').rglob('*.yml')) + sorted((REPO / 'options' / 'demo').glob('*.yml'))

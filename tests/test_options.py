@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from basicsr_ext.utils.options import (OptionError, apply_overrides, load_options, parse_override, validate_options,
-                                       yaml_load)
+from basicsr_ext.config import (OptionError, apply_overrides, load_options, parse_override, validate_options,
+                                yaml_load)
 from conftest import REPO
 
 DEMO = REPO / 'options' / 'demo' / 'SRResNet_x4_demo.yml'

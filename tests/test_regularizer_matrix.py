@@ -18,7 +18,8 @@ from basicsr_ext.archs import build_network
 from basicsr_ext.data.skimage_photos_dataset import load_photo
 from basicsr_ext.models import build_model
 from basicsr_ext.regularizers.eco import matlab_bicubic_resize
-from basicsr_ext.utils.options import validate_options, yaml_load
+from basicsr_ext.config import validate_options, yaml_load
+from conftest import step_context
 from test_regularizers import one_thread  # noqa: F401  (autouse: one torch thread on a shared machine)
 
 pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid')
@@ -96,7 +97,7 @@ def make_options(arch, regularizers, teacher, workdir):
 
 
 def eval_l1(model, lq, gt):
-    net = model.get_bare_model(model.net_g)
+    net = model.net_g  # the training wrapper: eval() reaches the regularizers' site transforms too
     net.eval()
     with torch.no_grad():
         loss = F.l1_loss(net(lq), gt).item()
@@ -114,7 +115,7 @@ def test_trains_and_loss_goes_down(arch, reg, fixed_batch, teachers, tmp_path):
     lq, gt = fixed_batch
     eco = next((r for r in model.regularizers if type(r).__name__ == 'ECO'), None)
     if eco is not None:  # a stays 0 here: the fixed pair is the teacher's synthetic one
-        lq, gt = eco.transform_batch(lq, gt, 1, {'model': model})
+        lq, gt = eco.transform_batch(step_context(model, lq, gt, 1))
     before = eval_l1(model, lq, gt)
     logs = []
     for it in range(1, ITERS + 1):

@@ -181,7 +181,7 @@ def test_high_order_degradation_training_on_t91_writes_a_degraded_debug_grid(tmp
     assert 'degradation' in state  # the degradation generator is checkpointed for exact resume
     # the LR half of each pair is visibly degraded: far from a plain nearest upsampling of a downsampled GT
     from basicsr_ext.data import build_degradation
-    from basicsr_ext.utils.options import validate_options
+    from basicsr_ext.config import validate_options
     full = validate_options(opt)
     deg = build_degradation(full['degradation'], 4, torch.device('cpu'))
     deg.seed(0)

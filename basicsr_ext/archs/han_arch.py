@@ -30,7 +30,8 @@ from basicsr.archs.rcan_arch import ResidualGroup
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from .sites import build_sites, register_sites
+from .sites import build_sites
+from .spec import register_arch_spec
 
 # Constructor arguments of the two reference configurations (scale is passed separately
 # as ``upscale``). ``han`` is the official template; ``han_lite`` is this project's choice
@@ -168,7 +169,7 @@ class HAN(nn.Module):
         return out / self.img_range + mean
 
 
-@register_sites(HAN)
+@register_arch_spec(HAN, scale_arg='upscale')
 def han_sites(net):
     groups = list(net.body)
     convs = [[conv for rcab in g.residual_group for conv in (rcab.rcab[0], rcab.rcab[2])] for g in groups]

@@ -3,7 +3,8 @@ import torch.nn.functional as F
 from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .sites import build_sites, register_sites
+from .sites import build_sites
+from .spec import register_arch_spec
 
 
 @ARCH_REGISTRY.register()
@@ -32,7 +33,12 @@ class RRDBNetAnyScale(RRDBNet):
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
 
-@register_sites(RRDBNet)
+def rrdbnet_input_multiple(net):
+    # ×2 / ×1 start with a pixel unshuffle by 2 / 4
+    return {1: 4, 2: 2}.get(getattr(net, 'scale', 4), 1)
+
+
+@register_arch_spec(RRDBNet, scale_arg='scale', input_multiple=rrdbnet_input_multiple)
 def rrdbnet_sites(net):
     blocks = list(net.body)
     convs = [[getattr(rdb, f'conv{k}') for rdb in (b.rdb1, b.rdb2, b.rdb3) for k in range(1, 6)] for b in blocks]

@@ -2,9 +2,9 @@
 
 A regularizer never edits an architecture. It asks for the *sites* of a network and
 registers a feature transform on some of them. Every architecture supported by the
-framework provides a site spec (a function ``net -> ArchSites``) registered with
-:func:`register_sites`; the spec lives next to the arch (``*_arch.py``), not inside
-the arch class, so basicsr's own classes work unchanged.
+framework declares a sites function (``net -> ArchSites``) in its :class:`~.spec.ArchSpec`,
+registered next to the arch (``*_arch.py``), not inside the arch class, so basicsr's own
+classes work unchanged.
 
 Site names (shallow to deep):
 
@@ -18,27 +18,16 @@ site reshapes to NCHW and back, so a "channel" of a token tensor is one embeddin
 dimension across all tokens of the image.
 """
 import fnmatch
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, List
 
 import torch
 from torch import nn
 
+from ..utils.misc import unwrap
+from .spec import arch_spec, supported_archs
+
 BLOCK, CONV, LAST_CONV_INPUT = 'block', 'conv', 'last_conv_input'
-
-_SITE_SPECS: Dict[type, Callable[[nn.Module], 'ArchSites']] = {}
-
-
-def register_sites(*arch_classes):
-    """Decorator registering ``fn(net) -> ArchSites`` for the given architecture classes."""
-
-    def deco(fn):
-        for cls in arch_classes:
-            _SITE_SPECS[cls] = fn
-        return fn
-
-    return deco
-
 
 def tokens_to_nchw(tokens, x_size):
     b, _, c = tokens.shape
@@ -58,7 +47,6 @@ class Site:
     kind: str
     index: int  # position in the global shallow-to-deep order of its kind
     layout: str = 'nchw'  # 'nchw' or 'tokens'
-    block: Optional[int] = None  # index of the enclosing body block, if any
 
     def register_transform(self, fn: Callable[[torch.Tensor], torch.Tensor]):
         """Apply ``fn(feature_nchw) -> feature_nchw`` to this site's feature on every forward.
@@ -110,7 +98,6 @@ class ArchSites:
     blocks: List[Site]
     block_convs: List[List[Site]]
     last_conv_input: Site
-    extra: Dict[str, object] = field(default_factory=dict)
 
     @property
     def convs(self) -> List[Site]:
@@ -155,32 +142,30 @@ def describe_names(names):
     return ', '.join(parts)
 
 
-def build_sites(arch_name, blocks, block_convs, last_conv, layout='nchw', **extra) -> ArchSites:
+def build_sites(arch_name, blocks, block_convs, last_conv, layout='nchw') -> ArchSites:
     """Assemble ArchSites from modules: blocks (shallow first), the convs of each block, the last conv."""
     block_sites, conv_sites = [], []
     conv_index = 0
     for i, (block, convs) in enumerate(zip(blocks, block_convs)):
-        block_sites.append(Site(f'blocks.{i}', block, BLOCK, i, layout=layout, block=i))
+        block_sites.append(Site(f'blocks.{i}', block, BLOCK, i, layout=layout))
         row = []
         for j, conv in enumerate(convs):
-            row.append(Site(f'blocks.{i}.conv.{j}', conv, CONV, conv_index, layout='nchw', block=i))
+            row.append(Site(f'blocks.{i}.conv.{j}', conv, CONV, conv_index, layout='nchw'))
             conv_index += 1
         conv_sites.append(row)
     last = Site(LAST_CONV_INPUT, last_conv, LAST_CONV_INPUT, 0)
-    return ArchSites(arch_name, block_sites, conv_sites, last, dict(extra))
+    return ArchSites(arch_name, block_sites, conv_sites, last)
 
 
 def get_sites(net: nn.Module) -> ArchSites:
-    """The sites of ``net`` (unwrapping DataParallel/DDP)."""
-    net = getattr(net, 'module', net)
-    for cls in type(net).__mro__:
-        if cls in _SITE_SPECS:
-            return _SITE_SPECS[cls](net)
-    supported = ', '.join(sorted(c.__name__ for c in _SITE_SPECS))
-    raise TypeError(f'architecture {type(net).__name__} declares no regularizer sites; '
-                    f'architectures with sites: {supported}')
+    """The sites of ``net`` (unwrapping DataParallel/DDP), from its architecture spec."""
+    net = unwrap(net)
+    spec = arch_spec(net)
+    if spec.sites is None:
+        raise TypeError(f'architecture {type(net).__name__} declares no regularizer sites; '
+                        f'architectures with sites: {", ".join(supported_archs())}')
+    return spec.sites(net)
 
 
 def has_sites(net: nn.Module) -> bool:
-    net = getattr(net, 'module', net)
-    return any(cls in _SITE_SPECS for cls in type(net).__mro__)
+    return arch_spec(net).sites is not None

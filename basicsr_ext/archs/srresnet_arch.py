@@ -5,10 +5,11 @@ are therefore interchangeable with BasicSR and Real-ESRGAN tools.
 """
 from basicsr.archs.srresnet_arch import MSRResNet
 
-from .sites import build_sites, register_sites
+from .sites import build_sites
+from .spec import register_arch_spec
 
 
-@register_sites(MSRResNet)
+@register_arch_spec(MSRResNet, scale_arg='upscale')
 def msrresnet_sites(net):
     blocks = list(net.body)
     return build_sites('MSRResNet', blocks, [[b.conv1, b.conv2] for b in blocks], net.conv_last)

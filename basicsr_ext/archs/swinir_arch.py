@@ -18,7 +18,10 @@ import math
 from basicsr.archs.swinir_arch import SwinIR
 from torch import nn
 
-from .sites import build_sites, register_sites
+from ..utils.misc import unwrap
+
+from .sites import build_sites
+from .spec import register_arch_spec
 
 _COMMON = dict(
     in_chans=3, window_size=8, mlp_ratio=2., img_range=1., resi_connection='1conv', drop_path_rate=0.1, img_size=64)
@@ -44,7 +47,7 @@ def swinir_window_size(net):
     attribute), and a block whose ``img_size`` is not larger than the window shrinks its
     window to ``img_size``, which is then the size the input is partitioned by.
     """
-    net = getattr(net, 'module', net)
+    net = unwrap(net)
     return math.lcm(*{blk.window_size for layer in net.layers for blk in layer.residual_group.blocks})
 
 
@@ -55,7 +58,8 @@ def _last_conv(net):
     return net.conv_last  # 'pixelshuffle', 'nearest+conv' and the restoration head ''
 
 
-@register_sites(SwinIR)
+@register_arch_spec(SwinIR, scale_arg='upscale', input_multiple=swinir_window_size,
+                    derived_buffers=('attn_mask', 'relative_position_index'))
 def swinir_sites(net):
     layers = list(net.layers)
     # RSTB.conv is one Conv2d ('1conv') or a Sequential of three ('3conv'); it runs on NCHW

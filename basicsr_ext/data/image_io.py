@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from basicsr.utils import scandir
 
+from ..utils.errors import ImageTooSmallError  # re-exported: raised here and by the archs
+
 IMAGE_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 __all__ = [
@@ -33,10 +35,6 @@ class ImageReadError(OSError, ValueError):
     Both an ``OSError`` (it is about a file) and a ``ValueError`` (the bytes are bad), so either
     ``except`` clause catches it.
     """
-
-
-class ImageTooSmallError(ValueError):
-    """An image is smaller than the patch a dataset needs from it."""
 
 
 def list_images(folder, recursive=False):

@@ -1,8 +1,6 @@
-"""Benchmark evaluation (``test.py``).
+"""Metric functions (layer 2: they see arrays, never models or option files).
 
-* :mod:`.benchmark`: test-options schema, LR-set preparation and caching, the evaluation loop;
-* :mod:`.report`: tables in the papers' layout (md/csv/json), per-image csv, plots;
-* :mod:`.paper_compare`: our table beside a published one.
-
-Nothing is imported here, so ``import basicsr_ext`` does not pull in matplotlib.
+The benchmark uses basicsr's ``calculate_psnr`` / ``calculate_ssim`` directly, so nothing of this
+project's lives here yet; a new metric function goes here, registered in basicsr's ``METRIC_REGISTRY``.
+Evaluation (test options, models, test sets, the loop, reports, channel maps) is :mod:`basicsr_ext.evaluation`.
 """

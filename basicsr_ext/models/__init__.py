@@ -3,7 +3,8 @@ from copy import deepcopy
 
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from .sr_model import BlindSRModel, CheckpointMismatchError, load_weights
+from .sr_model import BlindSRModel
+from .trainable import TrainableNetwork, bare_network
 
 
 def build_model(opt):
@@ -11,4 +12,4 @@ def build_model(opt):
     return MODEL_REGISTRY.get(opt['model_type'])(deepcopy(opt))
 
 
-__all__ = ['BlindSRModel', 'CheckpointMismatchError', 'build_model', 'load_weights']
+__all__ = ['BlindSRModel', 'TrainableNetwork', 'bare_network', 'build_model']

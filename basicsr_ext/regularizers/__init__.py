@@ -3,7 +3,7 @@ import importlib
 import os
 from os import path as osp
 
-from .base import REGULARIZER_REGISTRY, Regularizer
+from .base import REGULARIZER_REGISTRY, Regularizer, StepContext
 
 _folder = osp.dirname(osp.abspath(__file__))
 _modules = [
@@ -12,14 +12,14 @@ _modules = [
 ]
 
 
-def build_regularizers(reg_opts, sites, total_iter):
+def build_regularizers(reg_opts, sites, total_iter, network_opt=None):
     """Instantiate ``train.regularizers`` entries (already validated) in order."""
     regs = []
     for opt in reg_opts or []:
         opt = dict(opt)
         cls = REGULARIZER_REGISTRY.get(opt.pop('type'))
-        regs.append(cls(opt, sites, total_iter))
+        regs.append(cls(opt, sites, total_iter, network_opt=network_opt))
     return regs
 
 
-__all__ = ['REGULARIZER_REGISTRY', 'Regularizer', 'build_regularizers']
+__all__ = ['REGULARIZER_REGISTRY', 'Regularizer', 'StepContext', 'build_regularizers']

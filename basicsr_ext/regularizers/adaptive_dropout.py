@@ -45,8 +45,8 @@ class AdaptiveDropout(SiteTransformRegularizer):
             raise OptionError(f"{where}.w_init: {opt['w_init']!r} must be in (0, 1) with implicit: true "
                               '(w is a sigmoid, which never reaches 0 or 1)')
 
-    def __init__(self, opt, sites, total_iter):
-        super().__init__(opt, sites, total_iter)
+    def __init__(self, opt, sites, total_iter, network_opt=None):
+        super().__init__(opt, sites, total_iter, network_opt)
         self.p = opt['p']
         self.interval = opt['interval']
         self.anneal_last = opt['anneal_last']

@@ -1,34 +1,54 @@
-"""The regularizer contract used by the model class.
+"""The regularizer contract: what a regularizer sees of a training step, and when.
 
-A regularizer is an ``nn.Module`` built from one entry of ``train.regularizers`` and the
-sites of the trained network. The model calls, each training iteration:
+A regularizer is an ``nn.Module`` built from one entry of ``train.regularizers``, the sites
+of the trained network and the network's options. Each training iteration the model calls:
 
 1. ``on_iter_start(current_iter)``: update schedules (computed from the iteration, never
    accumulated, so a resumed run is identical);
-2. ``transform_batch(lq, gt, current_iter, context) -> (lq, gt)``: change the training pair
-   (ECO mixes in teacher outputs);
+2. ``transform_batch(ctx) -> (lq, gt)``: change the training pair (ECO mixes in teacher outputs);
 3. the forward pass of the network, during which the site transforms act;
-4. ``extra_losses(net, lq, gt, output, current_iter) -> {name: loss}``: added to the total
-   loss (EATS's awakening loss).
+4. ``extra_losses(ctx, output) -> {name: loss}``: added to the total loss (EATS's awakening loss).
+
+``ctx`` is a :class:`StepContext`: the step's tensors, the raw batch, the scale, the bare
+network, the iteration, the seed and, when the LR was made by the training degradation,
+``redegrade(targets)``, which replays this batch's degradation draw on other targets. A
+regularizer never sees the model.
 
 Validation calls the classmethods ``check_sites(opt, sites, where)`` (the sites the entry
 names exist in the arch) and ``check_options(opt, full_opt, where)`` (the entry fits the
-rest of the options). A class attribute ``NEEDS_DEGRADATION_REPLAY = True`` makes
-``BlindSRModel.feed_data`` keep the degradation's state from before each batch
-(``model.degradation_state``), so the batch's degradation can be replayed.
+rest of the options).
 
-Regularizer modules are attached to the network as the submodule ``regularizers`` before
-any DDP wrapping, so their learnable parameters are optimised and synchronised like any
-other; ``save_network`` stores them under ``params_regularizers``, keeping ``params``
-loadable into the bare architecture.
+The model keeps the regularizers beside the network in one training wrapper
+(:class:`~basicsr_ext.models.trainable.TrainableNetwork`), so their learnable parameters
+are optimised and synchronised like any other while ``params`` stays the bare network.
 """
-from typing import Dict, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 from basicsr.utils.registry import Registry
 from torch import nn
 
 from ..utils.schema import Field, OptionError
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a regularizer sees of one training step."""
+    lq: torch.Tensor
+    gt: torch.Tensor
+    batch: Mapping  # the raw batch from the loader (paths, kernels, ...)
+    scale: int
+    net: nn.Module  # the bare architecture being trained (no DDP wrapper)
+    iteration: int
+    seed: int  # manual_seed of the run: draws derived from (seed, iteration) agree across ranks and resumes
+    #: D(targets): this batch's training degradation replayed on ``targets`` (same crop, kernels, noise,
+    #: JPEG); None when the LR inputs came from the dataset
+    redegrade: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+    def with_pair(self, lq, gt):
+        return StepContext(lq, gt, self.batch, self.scale, self.net, self.iteration, self.seed, self.redegrade)
+
 
 REGULARIZER_REGISTRY = Registry('regularizer')
 
@@ -39,10 +59,11 @@ class Regularizer(nn.Module):
     #: names of regularizer types this one cannot be combined with
     INCOMPATIBLE: Tuple[str, ...] = ()
 
-    def __init__(self, opt: dict, sites, total_iter: int):
+    def __init__(self, opt: dict, sites, total_iter: int, network_opt: Optional[dict] = None):
         super().__init__()
         self.opt = opt
         self.total_iter = total_iter
+        self.network_opt = network_opt  # network_g, for regularizers that build a network of the same kind
 
     @classmethod
     def check_sites(cls, opt: dict, sites, where: str):
@@ -56,10 +77,10 @@ class Regularizer(nn.Module):
     def on_iter_start(self, current_iter: int):
         pass
 
-    def transform_batch(self, lq: torch.Tensor, gt: torch.Tensor, current_iter: int, context: dict):
-        return lq, gt
+    def transform_batch(self, ctx: StepContext) -> Tuple[torch.Tensor, torch.Tensor]:
+        return ctx.lq, ctx.gt
 
-    def extra_losses(self, net, lq, gt, output, current_iter: int) -> Dict[str, torch.Tensor]:
+    def extra_losses(self, ctx: StepContext, output: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {}
 
 

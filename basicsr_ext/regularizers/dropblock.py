@@ -23,8 +23,8 @@ class DropBlock(SiteTransformRegularizer):
     }
     INCOMPATIBLE = ('Dropout', 'AdaptiveDropout')
 
-    def __init__(self, opt, sites, total_iter):
-        super().__init__(opt, sites, total_iter)
+    def __init__(self, opt, sites, total_iter, network_opt=None):
+        super().__init__(opt, sites, total_iter, network_opt)
         self.drop_rate = opt['drop_rate']
         self.block_size = opt['block_size']
 

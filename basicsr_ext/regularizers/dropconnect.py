@@ -34,8 +34,8 @@ class DropConnect(Regularizer):
                                   f'{sites.arch} is a {type(site.module).__name__}, not a Conv2d; use conv sites '
                                   '(blocks.*.conv.*) or last_conv_input')
 
-    def __init__(self, opt, sites, total_iter):
-        super().__init__(opt, sites, total_iter)
+    def __init__(self, opt, sites, total_iter, network_opt=None):
+        super().__init__(opt, sites, total_iter, network_opt)
         self.p = opt['p']
         self.sites = resolve_sites(sites, opt['sites'])
         self._saved_weights = {}

@@ -21,8 +21,8 @@ class Dropout(SiteTransformRegularizer):
     }
     INCOMPATIBLE = ('AdaptiveDropout', 'DropBlock')
 
-    def __init__(self, opt, sites, total_iter):
-        super().__init__(opt, sites, total_iter)
+    def __init__(self, opt, sites, total_iter, network_opt=None):
+        super().__init__(opt, sites, total_iter, network_opt)
         self.p = opt['p']
         self.channel_wise = opt['channel_wise']
 

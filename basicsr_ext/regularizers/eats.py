@@ -24,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..data import sample_seed
+from ..utils.misc import unwrap
 from ..utils.schema import Field, OptionError
 from .base import REGULARIZER_REGISTRY, Regularizer, check_site_patterns
 from .site_transform import resolve_sites, sites_field
@@ -185,12 +187,11 @@ def _taped_class(cls):
     return taped
 
 
-def attach_tape(root, tape, skip=()):
-    """Route every call of ``root``'s modules (except ``skip`` subtrees) through ``tape``; returns an undo list."""
-    skipped = {id(m) for s in skip for m in s.modules()}
+def attach_tape(root, tape):
+    """Route every call of ``root``'s modules through ``tape``; returns an undo list."""
     attached = []
     for module in root.modules():
-        if id(module) in skipped or '_call_tape' in module.__dict__:
+        if '_call_tape' in module.__dict__:
             continue
         original = module.__class__
         module.__dict__['_call_tape'] = tape
@@ -233,8 +234,8 @@ class EATS(Regularizer):
                 raise OptionError(f"{where}.layers: EATS needs two channels per layer, but {sites.arch}'s "
                                   f"'{site.name}' has {site.num_channels()}")
 
-    def __init__(self, opt, sites, total_iter):
-        super().__init__(opt, sites, total_iter)
+    def __init__(self, opt, sites, total_iter, network_opt=None):
+        super().__init__(opt, sites, total_iter, network_opt)
         layers = resolve_sites(sites, opt['layers'])
         self.layers = layers[:max(1, math.ceil(opt['layer_ratio'] * len(layers)))]
         self.channels = [site.num_channels() for site in self.layers]
@@ -253,7 +254,6 @@ class EATS(Regularizer):
         Drawn from a generator seeded by (seed, iteration) only, so every DDP rank draws the
         same and a resumed run draws what the uninterrupted one would have.
         """
-        from ..data import sample_seed
         gen = torch.Generator().manual_seed(sample_seed('EATS', self.seed, current_iter))
         pairs = []
         for _ in range(self.num_pairs):
@@ -264,22 +264,18 @@ class EATS(Regularizer):
             pairs.append((layer, erased, disruptor + (disruptor >= erased)))
         return pairs
 
-    def transform_batch(self, lq, gt, current_iter, context):
+    def transform_batch(self, ctx):
         if not self.training:
-            return lq, gt
-        model = context.get('model')
-        if model is not None:
-            self.seed = model.opt.get('manual_seed', 0)
-        self.pairs = self.draw_pairs(current_iter)
-        if self.reuse_prefix and model is not None:
-            self._start_recording(model.net_g)
-        return lq, gt
+            return ctx.lq, ctx.gt
+        self.seed = ctx.seed
+        self.pairs = self.draw_pairs(ctx.iteration)
+        if self.reuse_prefix:
+            self._start_recording(ctx.net)
+        return ctx.lq, ctx.gt
 
     def _start_recording(self, net):
-        root = getattr(net, 'module', net)
         self._release()
-        regularizers = getattr(root, 'regularizers', None)
-        self._attached = attach_tape(root, self.tape, skip=[regularizers] if regularizers is not None else [])
+        self._attached = attach_tape(unwrap(net), self.tape)
         self.tape.start_recording({self.layers[layer].module for layer, _, _ in self.pairs})
 
     def _release(self):
@@ -287,11 +283,12 @@ class EATS(Regularizer):
         detach_tape(self._attached)
         self._attached = []
 
-    def extra_losses(self, net, lq, gt, output, current_iter):
+    def extra_losses(self, ctx, output):
         if not self.training:
             return {}
-        root = getattr(net, 'module', net)  # the disrupted pass bypasses DDP; its gradients still sync
-        pairs = self.pairs or self.draw_pairs(current_iter)
+        root = unwrap(ctx.net)  # the disrupted pass bypasses DDP; its gradients still sync
+        lq = ctx.lq
+        pairs = self.pairs or self.draw_pairs(ctx.iteration)
         recorded = bool(self._attached)
         self.tape.stop()
         keep = self.awakened_samples(lq.shape[0])

@@ -9,15 +9,12 @@ schedule:
 
 D is the operator that made LR from GT:
 
-* with the model's training degradation (blind SR), D replays the *same* sampled
-  degradation: the degradation's generator is rewound to its state from just before the
-  real pair was made and the degradation runs again on the batch with the target patch
-  replaced by μ (the kernels travel in the batch), so the same crop, blur, resize, noise
-  and JPEG draws apply; the generator is then put back, so the training stream does not
-  change. This relies on ``HighOrderDegradation.sample_params`` (its first draw) giving
-  each patch's LR origin as ``top``/``left``, and, with ``gt_usm``, on its ``usm_sharpen``;
-* without one (paired bicubic data), D is MATLAB bicubic downsampling with antialiasing,
-  i.e. basicsr's ``imresize`` (``matlab_bicubic_resize``), batched on the device.
+* with the training degradation (blind SR), D is the step context's ``redegrade``: the
+  degradation replays the *same* sampled draw (crop, blur, resize, noise, JPEG) on μ and
+  leaves its random stream as it was (``HighOrderDegradation.replay``);
+* without one (``ctx.redegrade`` is None: paired bicubic data), D is MATLAB bicubic
+  downsampling with antialiasing, i.e. basicsr's ``imresize`` (``matlab_bicubic_resize``),
+  batched on the device.
 
 The teacher is kept outside the module tree on purpose: it is not a parameter of the net,
 so it is never optimised, averaged into the EMA, saved with the student or wrapped in DDP.
@@ -31,6 +28,9 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.matlab_functions import calculate_weights_indices
 
+from ..archs import build_network
+from ..archs.weights import load_weights, pick_param_key
+from ..utils.checkpoint import load_checkpoint
 from ..utils.schema import Field, OptionError
 from .base import REGULARIZER_REGISTRY, Regularizer
 
@@ -82,8 +82,6 @@ def _degradation_queue_size(deg_opt):
 @REGULARIZER_REGISTRY.register()
 class ECO(Regularizer):
     """Train on a mix of a frozen teacher's synthetic pair and the real pair, moving from synthetic to real."""
-    #: asks BlindSRModel.feed_data to keep the degradation's generator state of each batch
-    NEEDS_DEGRADATION_REPLAY = True
 
     OPTIONS = {
         'teacher_path': Field(str, kind='file', doc='checkpoint of the frozen pretrained teacher (.pth)'),
@@ -107,8 +105,8 @@ class ECO(Regularizer):
             raise OptionError(f'{where}.cache_teacher: the LR inputs are re-degraded every iteration, so teacher '
                               'outputs never repeat; set cache_teacher: false')
 
-    def __init__(self, opt, sites, total_iter):
-        super().__init__(opt, sites, total_iter)
+    def __init__(self, opt, sites, total_iter, network_opt=None):
+        super().__init__(opt, sites, total_iter, network_opt)
         self.schedule = opt['schedule']
         self.schedule_iters = opt.get('schedule_iters') or total_iter
         self.cache = OrderedDict()
@@ -120,43 +118,30 @@ class ECO(Regularizer):
         return real_pair_weight(current_iter / self.schedule_iters, self.schedule)
 
     # ------------------------------------------------------------------ teacher
-    def build_teacher(self, model):
-        from ..archs import build_network
-        from ..models.sr_model import load_weights  # sr_model imports this package
-        from ..utils.checkpoint import load_checkpoint
-
-        net_opt = self.opt.get('teacher_network') or model.opt['network_g']
+    def build_teacher(self, device):
+        net_opt = self.opt.get('teacher_network') or self.network_opt
+        if net_opt is None:
+            raise OptionError('train.regularizers: ECO needs teacher_network (or the network options of the student)')
         teacher = build_network(net_opt)
         path = self.opt['teacher_path']
         ckpt = load_checkpoint(path)
-        key = self.opt['teacher_param_key']
-        if key not in ckpt:
-            fallback = 'params' if key != 'params' else 'params_ema'
-            if fallback not in ckpt:
-                raise OptionError(f"train.regularizers: ECO teacher_path '{path}' has no '{key}' or '{fallback}' key "
-                                  f'(keys: {list(ckpt)})')
-            get_root_logger().warning(f"ECO: '{path}' has no '{key}'; using '{fallback}'")
-            key = fallback
+        wanted = self.opt['teacher_param_key']
+        fallback = 'params' if wanted != 'params' else 'params_ema'
+        key = pick_param_key(ckpt, wanted, fallback)
+        if key is None:
+            raise OptionError(f"train.regularizers: ECO teacher_path '{path}' has no '{wanted}' or '{fallback}' key "
+                              f'(keys: {list(ckpt)})')
+        if key != wanted:
+            get_root_logger().warning(f"ECO: '{path}' has no '{wanted}'; using '{key}'")
         load_weights(teacher, ckpt[key], strict=True, source=f'ECO teacher {path} [{key}]')
-        teacher.eval().requires_grad_(False).to(model.device)
+        teacher.eval().requires_grad_(False).to(device)
         get_root_logger().info(f'ECO: frozen teacher {type(teacher).__name__} from {path} [{key}]')
         self.__dict__['teacher'] = teacher
         return teacher
 
-    def _check_model(self, model):
-        self.check_options(self.opt, model.opt, 'train.regularizers (ECO)')
-        if model.degradation is None:
-            return
-        if getattr(model, 'degradation_state', None) is None:
-            raise RuntimeError('ECO needs the degradation state of the batch; feed batches with '
-                               'BlindSRModel.feed_data')
-        if not hasattr(model.degradation, 'sample_params'):
-            raise RuntimeError(f'ECO cannot replay {type(model.degradation).__name__}: it has no sample_params() '
-                               'giving the patch positions it draws')
-
-    def teacher_output(self, lq, model):
-        teacher = self.teacher if self.teacher is not None else self.build_teacher(model)
-        keys = self._cache_keys(lq, model) if self.opt['cache_teacher'] else None
+    def teacher_output(self, lq, batch):
+        teacher = self.teacher if self.teacher is not None else self.build_teacher(lq.device)
+        keys = self._cache_keys(lq, batch) if self.opt['cache_teacher'] else None
         if keys is None:
             with torch.no_grad():
                 self.teacher_forwards += 1
@@ -173,77 +158,35 @@ class ECO(Regularizer):
         return torch.stack([self.cache[k] for k in keys]).to(lq.device)
 
     @staticmethod
-    def _cache_keys(lq, model):
+    def _cache_keys(lq, batch):
         # the LR patch's own bytes identify it (a path alone would merge different crops
         # and flips of one image); the path guards against equal patches of different images
-        batch = getattr(model, 'batch', None) or {}
+        batch = batch or {}
         paths = batch.get('lq_path') or batch.get('gt_path') or [''] * lq.shape[0]
         pixels = lq.detach().cpu().contiguous()
         return [(paths[i], hashlib.blake2b(pixels[i].numpy().tobytes(), digest_size=16).hexdigest())
                 for i in range(lq.shape[0])]
 
     # ------------------------------------------------------------------ D
-    def degrade(self, mu, lq, model, current_iter):
-        """D(μ): the operator that made ``lq`` from the GT, applied to μ."""
-        if model.degradation is None:
-            lr = matlab_bicubic_resize(mu, 1 / model.opt['scale'])
-            if lr.shape != lq.shape:
-                raise RuntimeError(f'ECO: bicubic D(μ) has shape {tuple(lr.shape)} but the LR input has '
-                                   f'{tuple(lq.shape)}; GT patches must be multiples of the scale')
-            return lr
-        return self.replay_degradation(mu, model, current_iter)['lq']
-
     @staticmethod
-    def replay_degradation(targets, model, current_iter):
-        """The model's degradation of this iteration's batch with the training targets replaced by ``targets``.
-
-        The degradation crops a GT patch out of each (larger) canvas at a position it draws and
-        degrades a window around it. The patch positions are re-drawn from the saved state,
-        ``targets`` are pasted there (the real canvas stays around them, so blur and resize
-        footprints at the patch border see real image, as for the real pair), and the
-        degradation runs again from the same state: same kernels, same draws.
-
-        With ``gt_usm`` the targets are USM-sharpened GT (what the LR was degraded from), so
-        the canvas is sharpened first, the targets are pasted into it, and the replay skips
-        its own sharpening; sharpening the whole canvas gives the window the degradation
-        sharpens the same values wherever they reach the LR patch.
-        """
-        deg = model.degradation
-        canvas = model.batch['gt']
-        sharpen = bool(getattr(deg, 'opt', {}).get('gt_usm'))
-        if sharpen:
-            from ..data.degradation import usm_sharpen
-            canvas = usm_sharpen(canvas.to(deg.device).float(), deg.usm_k1d, deg.opt['usm_weight'],
-                                 deg.opt['usm_threshold'])
-        size = targets.shape[-1]
-        after = deg.state_dict()
-        try:
-            deg.load_state_dict(model.degradation_state)
-            origins = deg.sample_params(canvas.shape[0], tuple(canvas.shape[-2:]))
-            pasted = canvas.clone()
-            for i, origin in enumerate(origins):
-                top, left = origin['top'] * deg.scale, origin['left'] * deg.scale
-                pasted[i, :, top:top + size, left:left + size] = targets[i].to(pasted)
-            deg.load_state_dict(model.degradation_state)
-            if sharpen:
-                deg.opt['gt_usm'] = False
-            with torch.no_grad():
-                return deg({**model.batch, 'gt': pasted}, current_iter)
-        finally:
-            if sharpen:
-                deg.opt['gt_usm'] = True
-            deg.load_state_dict(after)
+    def degrade(mu, ctx):
+        """D(μ): the operator that made ``ctx.lq`` from the GT, applied to μ."""
+        if ctx.redegrade is not None:
+            return ctx.redegrade(mu)
+        lr = matlab_bicubic_resize(mu, 1 / ctx.scale)
+        if lr.shape != ctx.lq.shape:
+            raise RuntimeError(f'ECO: bicubic D(μ) has shape {tuple(lr.shape)} but the LR input has '
+                               f'{tuple(ctx.lq.shape)}; GT patches must be multiples of the scale')
+        return lr
 
     # ------------------------------------------------------------------ the hook
-    def transform_batch(self, lq, gt, current_iter, context):
-        a = self.real_weight(current_iter)
+    def transform_batch(self, ctx):
+        lq, gt = ctx.lq, ctx.gt
+        a = self.real_weight(ctx.iteration)
         if a >= 1.0 or not self.training:
             return lq, gt
-        model = context['model']
-        if self.teacher is None:
-            self._check_model(model)
-        mu = self.teacher_output(lq, model)
-        lr_synthetic = self.degrade(mu, lq, model, current_iter)
+        mu = self.teacher_output(lq, ctx.batch)
+        lr_synthetic = self.degrade(mu, ctx)
         if a <= 0.0:
             return lr_synthetic, mu
         return torch.lerp(lr_synthetic, lq, a), torch.lerp(mu, gt, a)

@@ -49,8 +49,8 @@ class SiteTransformRegularizer(Regularizer):
     net) makes every site an identity without removing anything.
     """
 
-    def __init__(self, opt, sites, total_iter):
-        super().__init__(opt, sites, total_iter)
+    def __init__(self, opt, sites, total_iter, network_opt=None):
+        super().__init__(opt, sites, total_iter, network_opt)
         self.sites = resolve_sites(sites, opt['sites'])
         self._handles = [site.register_transform(self._site_hook(i)) for i, site in enumerate(self.sites)]
 

@@ -12,7 +12,7 @@ from skimage import data as skdata
 import basicsr_ext  # noqa: F401  (compat shim before basicsr)
 from basicsr.utils.matlab_functions import imresize
 from basicsr_ext.data.image_io import ImageReadError
-from basicsr_ext.data.test_degradations import (DEGRADATIONS, SPEC_SYNTAX, Degradation, blur_kernel_size,
+from basicsr_ext.data.eval_degradations import (DEGRADATIONS, SPEC_SYNTAX, Degradation, blur_kernel_size,
                                                 degrade_image, generate_testsets, image_seed, parse_degradation,
                                                 set_dirname)
 

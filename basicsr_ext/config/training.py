@@ -1,167 +1,26 @@
-"""Reading, overriding and validating BasicSR-format option files.
+"""Validation of whole training option files, and where their outputs go.
 
 Everything is checked before any data is read: unknown keys (with the closest valid key),
 missing required keys, wrong types, missing dataroots, architecture arguments (against the
 arch's constructor), optimizer/scheduler/loss arguments, regularizer sites and pairings,
 and that the network really upsamples by ``scale``.
 """
-import argparse
-import inspect
 import os
-import re
-from pathlib import Path
 
 import torch
-import yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-from .inference import check_amp
-from .schema import Field, OptionError, Section, check_path, coerce, join, unknown_key_error, validate
+from ..archs import arch_spec, get_sites, has_sites
+from ..archs.meta import build_meta_network
+from ..data import DEGRADATION_TYPES
+from ..regularizers import REGULARIZER_REGISTRY
+from ..utils.amp import check_amp
+from ..utils.paths import PROJECT_ROOT
+from ..utils.schema import Field, OptionError, Section, check_path, join, validate
+from .files import read_option_file
+from .kwargs import OPTIMIZERS, dict_registry, registered, scheduler_classes, typed_section, validate_kwargs
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-# --------------------------------------------------------------------------- YAML
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``2e-4`` and ``1e5`` as floats (YAML 1.2), not strings (YAML 1.1)."""
-
-
-_Loader.add_implicit_resolver(
-    'tag:yaml.org,2002:float',
-    re.compile(r'''^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$''', re.X), list('-+0123456789.'))
-
-
-def yaml_load(text_or_path):
-    """Load YAML from a path or a string, with scientific-notation floats."""
-    if isinstance(text_or_path, (str, Path)) and os.path.isfile(str(text_or_path)):
-        with open(text_or_path, encoding='utf-8') as f:
-            return yaml.load(f, Loader=_Loader)
-    return yaml.load(str(text_or_path), Loader=_Loader)
-
-
-def parse_override(item):
-    """``'train:ema_decay=0.99'`` -> (['train', 'ema_decay'], 0.99). The value is parsed as YAML, never eval'd."""
-    if '=' not in item:
-        raise OptionError(f"--force_yml {item!r}: expected 'key:subkey=value'")
-    keys, value = item.split('=', 1)
-    path = [k for k in keys.split(':')]
-    if not all(path):
-        raise OptionError(f"--force_yml {item!r}: empty key in '{keys}'")
-    try:
-        parsed = yaml.load(value, Loader=_Loader)
-    except yaml.YAMLError as err:
-        raise OptionError(f'--force_yml {item!r}: value is not valid YAML ({err})') from err
-    return path, parsed
-
-
-def apply_overrides(opt, items):
-    for item in items or []:
-        path, value = parse_override(item)
-        node = opt
-        for depth, key in enumerate(path[:-1]):
-            if not isinstance(node.get(key), dict):
-                if key in node:
-                    raise OptionError(f"--force_yml {item!r}: '{':'.join(path[:depth + 1])}' is not a section")
-                node[key] = {}
-            node = node[key]
-        node[path[-1]] = value
-    return opt
-
-
-# --------------------------------------------------------------------------- signature-checked kwargs
-def _field_from_default(default):
-    if default is inspect.Parameter.empty:
-        return Field(object)
-    if default is None:
-        return Field(object, default=None)
-    if isinstance(default, bool):
-        return Field(bool, default)
-    if isinstance(default, float):
-        return Field(float, default)
-    if isinstance(default, int):
-        return Field((int, float), default)
-    if isinstance(default, (list, tuple)):
-        return Field((list, tuple), default)
-    return Field(object, default)
-
-
-def validate_kwargs(opt, fn, where, skip=(), type_key='type'):
-    """Validate ``opt`` as keyword arguments of ``fn`` (a class or function)."""
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    sig = inspect.signature(target)
-    params, var_kw = {}, False
-    for name, p in sig.parameters.items():
-        if name in ('self', ) + tuple(skip):
-            continue
-        if p.kind == inspect.Parameter.VAR_KEYWORD:
-            var_kw = True
-        elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            params[name] = p
-    out = {}
-    for key, value in opt.items():
-        if key == type_key:
-            out[key] = value
-            continue
-        if key not in params:
-            if var_kw:
-                out[key] = value
-                continue
-            raise unknown_key_error(key, params.keys(), where)
-        field = _field_from_default(params[key].default)
-        out[key] = value if value is None else coerce(value, field.type, join(where, key))
-    for name, p in params.items():
-        if p.default is inspect.Parameter.empty and name not in out:
-            raise OptionError(f'{join(where, name)}: missing required key (argument of {fn.__name__})')
-    return out
-
-
-def _registered(registry, name, where, kind):
-    if name not in registry:
-        import difflib
-        close = difflib.get_close_matches(str(name), list(registry.keys()), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ''
-        raise OptionError(f"{where}: unknown {kind} '{name}'{hint}")
-    return registry.get(name)
-
-
-def _typed_section(value, where, registry, kind, skip=()):
-    """A ``{type: Name, **kwargs}`` section whose kwargs are checked against the registered callable."""
-    if not isinstance(value, dict):
-        raise OptionError(f'{where}: expected a mapping with a type key, got {value!r}')
-    if 'type' not in value:
-        raise OptionError(f'{where}.type: missing required key')
-    target = _registered(registry, value['type'], f'{where}.type', kind)
-    schema = getattr(target, 'OPTIONS', None)
-    if schema is not None:
-        rest = {k: v for k, v in value.items() if k != 'type'}
-        return {'type': value['type'], **validate(rest, schema, where)}
-    return validate_kwargs(value, target, where, skip=skip)
-
-
-# --------------------------------------------------------------------------- schema of the top level
-OPTIMIZERS = {name: getattr(torch.optim, name) for name in ('Adam', 'AdamW', 'SGD', 'RMSprop', 'Adamax', 'NAdam', 'RAdam')}
-
-
-def _scheduler_classes():
-    from basicsr.models import lr_scheduler
-    return {
-        'MultiStepLR': lr_scheduler.MultiStepRestartLR,
-        'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
-        'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR,
-    }
-
-
-def _dict_registry(d):
-    class _R(dict):
-
-        def get(self, k):
-            return self[k]
-
-    return _R(d)
+__all__ = ['METRIC_SCHEMA', 'TOP_SCHEMA', 'load_options', 'resolve_num_gpu', 'set_paths', 'validate_options']
 
 
 def _check_num_gpu(value, where):
@@ -250,7 +109,7 @@ def _validate_metrics(metrics, where):
     for name, m in (metrics or {}).items():
         mw = join(where, name)
         checked = validate(m, METRIC_SCHEMA, mw)
-        _registered(METRIC_REGISTRY, checked['type'], f'{mw}.type', 'metric')
+        registered(METRIC_REGISTRY, checked['type'], f'{mw}.type', 'metric')
         out[name] = checked
     return out
 
@@ -263,64 +122,36 @@ def _validate_dataset(name, dopt, opt, where):
     dopt.setdefault('name', name)
     dopt['phase'] = phase
     dopt['scale'] = opt['scale']
-    cls = _registered(DATASET_REGISTRY, dopt['type'], f'{where}.type', 'dataset type')
+    cls = registered(DATASET_REGISTRY, dopt['type'], f'{where}.type', 'dataset type')
     schema = getattr(cls, 'OPTIONS', None)
     if schema is not None:
         rest = {k: v for k, v in dopt.items() if k != 'type'}
         dopt = {'type': dopt['type'], **validate(rest, schema, where)}
-    else:  # a basicsr dataset without a schema: check what can be checked
+    else:  # a basicsr dataset without a schema: check what can be checked (its raw keys, no defaults here)
+        lmdb = dopt.get('io_backend', {}).get('type') == 'lmdb'
         for key, value in dopt.items():
-            if key.startswith('dataroot') and value is not None and dopt.get('io_backend', {}).get('type') != 'lmdb':
-                check_path(value, join(where, key), 'path')
-            if key.startswith('dataroot') and value is not None and dopt.get('io_backend', {}).get('type') == 'lmdb':
-                check_path(value, join(where, key), 'dir')
+            if key.startswith('dataroot') and value is not None:
+                check_path(value, join(where, key), 'dir' if lmdb else 'path')
     return dopt
 
 
-class _MetaFactories(torch.overrides.TorchFunctionMode):
-    """Create tensors on the meta device, except ``arange``/``linspace``, whose values constructors read.
-
-    basicsr's SwinIR calls ``.item()`` on a ``linspace``, which a plain ``torch.device('meta')`` refuses.
-    """
-    _KEEP = (torch.arange, torch.linspace)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _FACTORIES and func not in self._KEEP and kwargs.get('device') is None:
-            kwargs['device'] = 'meta'
-        return func(*args, **kwargs)
-
-
-_FACTORIES = torch.utils._device._device_constructors()
-
-
-def build_meta_network(net_opt):
-    """Build the network with meta weights (no memory, no initialisation); on CPU if that fails."""
-    from ..archs import build_network
-    try:
-        with _MetaFactories():
-            return build_network(net_opt)
-    except (RuntimeError, NotImplementedError):
-        return build_network(net_opt)
-
-
 def _check_network(opt):
-    from .inference import input_multiple
     where = 'network_g'
     net_opt = opt['network_g']
     if 'type' not in net_opt:
         raise OptionError('network_g.type: missing required key')
-    cls = _registered(ARCH_REGISTRY, net_opt['type'], 'network_g.type', 'architecture')
+    cls = registered(ARCH_REGISTRY, net_opt['type'], 'network_g.type', 'architecture')
     net_opt = validate_kwargs(net_opt, cls, where)
     try:
         net = build_meta_network(net_opt)
     except Exception as err:  # the constructor's own message is the useful part
         raise OptionError(f"{where}: cannot build {net_opt['type']}: {err}") from err
-    size = max(input_multiple(net), 8) * 2
+    spec = arch_spec(net)
+    size = max(spec.input_multiple(net), 8) * 2
     device = next(net.parameters()).device
     try:
         with torch.no_grad():
-            out = net(torch.zeros(1, _in_channels(net), size, size, device=device))
+            out = net(torch.zeros(1, spec.in_channels(net), size, size, device=device))
     except Exception:  # some archs cannot run on meta tensors; the real run checks the shape again
         return net_opt, net
     if out.shape[-1] != size * opt['scale']:
@@ -330,23 +161,14 @@ def _check_network(opt):
     return net_opt, net
 
 
-def _in_channels(net):
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            return m.in_channels
-    return 3
-
-
 def _validate_regularizers(regs, net, opt):
-    from ..archs import get_sites, has_sites
-    from ..regularizers import REGULARIZER_REGISTRY
     out = []
     names = []
     for i, entry in enumerate(regs):
         where = f'train.regularizers[{i}]'
         if not isinstance(entry, dict) or 'type' not in entry:
             raise OptionError(f'{where}.type: missing required key')
-        cls = _registered(REGULARIZER_REGISTRY, entry['type'], f'{where}.type', 'regularizer')
+        cls = registered(REGULARIZER_REGISTRY, entry['type'], f'{where}.type', 'regularizer')
         rest = {k: v for k, v in entry.items() if k != 'type'}
         checked = {'type': entry['type'], **validate(rest, cls.OPTIONS, where)}
         if not has_sites(net):
@@ -376,12 +198,12 @@ def validate_options(raw, is_train=True):
         schema['datasets'] = Field(dict, {})
     opt = validate(raw, schema)
     opt['is_train'] = is_train
-    _registered(MODEL_REGISTRY, opt['model_type'], 'model_type', 'model type')
+    registered(MODEL_REGISTRY, opt['model_type'], 'model_type', 'model type')
 
     opt['network_g'], meta_net = _check_network(opt)
 
     datasets = {}
-    for name, dopt in (opt.get('datasets') or {}).items():
+    for name, dopt in opt['datasets'].items():
         if not (name == 'train' or name.startswith('val') or name.startswith('test')):
             raise OptionError(f"datasets.{name}: dataset keys must be 'train', 'val*' or 'test*'")
         datasets[name] = _validate_dataset(name, dopt, opt, f'datasets.{name}')
@@ -389,28 +211,27 @@ def validate_options(raw, is_train=True):
         raise OptionError('datasets.train: missing required key')
     opt['datasets'] = datasets
 
-    if opt.get('degradation') is not None:
-        from ..data import DEGRADATION_TYPES
-        opt['degradation'] = _typed_section(opt['degradation'], 'degradation', _dict_registry(DEGRADATION_TYPES),
-                                            'degradation type')
+    if opt['degradation'] is not None:
+        opt['degradation'] = typed_section(opt['degradation'], 'degradation', dict_registry(DEGRADATION_TYPES),
+                                           'degradation type')
 
     if is_train:
         t = opt['train']
-        t['optim_g'] = _typed_section(t['optim_g'], 'train.optim_g', _dict_registry(OPTIMIZERS), 'optimizer',
-                                      skip=('params', ))
-        t['scheduler'] = _typed_section(t['scheduler'], 'train.scheduler', _dict_registry(_scheduler_classes()),
-                                        'scheduler', skip=('optimizer', 'last_epoch'))
+        t['optim_g'] = typed_section(t['optim_g'], 'train.optim_g', dict_registry(OPTIMIZERS), 'optimizer',
+                                     skip=('params', ))
+        t['scheduler'] = typed_section(t['scheduler'], 'train.scheduler', dict_registry(scheduler_classes()),
+                                       'scheduler', skip=('optimizer', 'last_epoch'))
         for key in ('pixel_opt', 'perceptual_opt'):
-            if t.get(key) is not None:
-                t[key] = _typed_section(t[key], f'train.{key}', LOSS_REGISTRY, 'loss')
-        if t.get('pixel_opt') is None and t.get('perceptual_opt') is None:
+            if t[key] is not None:
+                t[key] = typed_section(t[key], f'train.{key}', LOSS_REGISTRY, 'loss')
+        if t['pixel_opt'] is None and t['perceptual_opt'] is None:
             raise OptionError('train.pixel_opt: missing required key (a pixel or perceptual loss is needed)')
-        t['regularizers'] = _validate_regularizers(t.get('regularizers') or [], meta_net, opt)
-    opt['val']['metrics'] = _validate_metrics(opt['val'].get('metrics'), 'val.metrics')
+        t['regularizers'] = _validate_regularizers(t['regularizers'], meta_net, opt)
+    opt['val']['metrics'] = _validate_metrics(opt['val']['metrics'], 'val.metrics')
     return opt
 
 
-# --------------------------------------------------------------------------- paths, devices, CLI
+# --------------------------------------------------------------------------- paths, devices
 def resolve_num_gpu(opt):
     if opt['num_gpu'] == 'auto':
         opt['num_gpu'] = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -423,7 +244,7 @@ def resolve_num_gpu(opt):
 def set_paths(opt, root=PROJECT_ROOT):
     path = opt['path']
     if opt['is_train']:
-        exp = path.get('experiments_root') or os.path.join(root, 'experiments', opt['name'])
+        exp = path['experiments_root'] or os.path.join(root, 'experiments', opt['name'])
         exp = exp if os.path.isabs(exp) else os.path.join(root, exp)
         path['experiments_root'] = exp
         path['models'] = os.path.join(exp, 'models')
@@ -432,36 +253,12 @@ def set_paths(opt, root=PROJECT_ROOT):
         path['visualization'] = os.path.join(exp, 'visualization')
         path['tb_logger'] = os.path.join(exp, 'tb_logger')
     else:
-        res = path.get('results_root') or os.path.join(root, 'results', opt['name'])
+        res = path['results_root'] or os.path.join(root, 'results', opt['name'])
         res = res if os.path.isabs(res) else os.path.join(root, res)
         path['results_root'] = res
         path['log'] = res
         path['visualization'] = os.path.join(res, 'visualization')
     return opt
-
-
-def make_parser(is_train=True):
-    parser = argparse.ArgumentParser(description='basicsr_ext ' + ('training' if is_train else 'testing'))
-    parser.add_argument('-opt', '--opt', required=True, help='path to the option YAML file')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='none: one process; pytorch: torchrun; slurm: srun')
-    parser.add_argument('--auto_resume', action='store_true', help='resume from the newest complete checkpoint')
-    parser.add_argument('--debug', action='store_true', help='debug mode: log and validate every few iterations')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument('--force_yml', nargs='+', default=None,
-                        help="override options, e.g. train:ema_decay=0.999 (values are YAML)")
-    return parser
-
-
-def read_option_file(opt_path, overrides=None):
-    """The raw mapping of an option file with ``--force_yml`` overrides applied (not yet validated)."""
-    if not os.path.isfile(opt_path):
-        raise OptionError(f"-opt: option file '{opt_path}' does not exist")
-    try:
-        raw = yaml_load(opt_path)
-    except yaml.YAMLError as err:
-        raise OptionError(f'{opt_path}: invalid YAML: {err}') from err
-    return apply_overrides(raw or {}, overrides)
 
 
 def load_options(opt_path, is_train=True, overrides=None, debug=False):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from basicsr.utils.matlab_functions import imresize
 from PIL import Image
 from tqdm import tqdm
 
@@ -178,7 +179,6 @@ def _downsample(img, scale, protocol):
     h, w = img.shape[:2]
     if protocol == 'reflash':
         return np.asarray(Image.fromarray(img).resize((w // scale, h // scale), _PIL_BICUBIC))
-    from basicsr.utils.matlab_functions import imresize
     out = imresize(img.astype(np.float32) / 255., 1. / scale, antialiasing=True)
     # basicsr sizes the output as ceil(h * (1/scale)); keep the size fixed at h // scale even if that rounds up
     out = out[:h // scale, :w // scale]

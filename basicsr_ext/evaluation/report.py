@@ -11,7 +11,9 @@ import os
 import platform
 import re
 
+import basicsr
 import numpy as np
+import torch
 
 __all__ = ['METRICS', 'aggregate', 'improvement_rows', 'format_markdown', 'write_csv', 'write_all', 'plot_block']
 
@@ -141,8 +143,6 @@ def write_csv(path, rows, fields):
 
 
 def _versions():
-    import basicsr
-    import torch
     return {'python': platform.python_version(), 'torch': torch.__version__, 'basicsr': basicsr.__version__,
             'numpy': np.__version__, 'machine': platform.machine(), 'processor': platform.processor() or ''}
 
@@ -172,8 +172,9 @@ def _json_report(opt, rows, improvements, timing):
 
 def plot_block(path, dataset, scale, block, opt):
     """PSNR by degradation, one line per model; below it, the Improvement row as bars if there is one."""
+    # why: optional heavy dependency (matplotlib), only needed when plots are written
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # why: as above
 
     metric = 'psnr' if opt['metrics']['psnr'] else 'ssim'
     degs = opt['degradations']

@@ -9,8 +9,9 @@ checkpoint is "Original", "Dropout" or "EATS".
 """
 import csv
 import os
+import statistics
 
-from ..data.test_degradations import parse_degradation
+from ..data.eval_degradations import parse_degradation
 
 __all__ = ['DEFAULT_ARCHS', 'read_csv', 'compare', 'format_comparison', 'compare_files']
 
@@ -142,7 +143,6 @@ def format_comparison(result, decimals=2):
         lines.append('')
     diffs = [c['diff'] for c in result['cells'] if c['config'] != 'Improvement']
     if diffs:
-        import statistics
         lines.append(f'{len(result["cells"])} cells matched; model rows: mean Δ {statistics.fmean(diffs):+.3f}, '
                      f'mean |Δ| {statistics.fmean(abs(d) for d in diffs):.3f}, '
                      f'max |Δ| {max(abs(d) for d in diffs):.3f} dB')

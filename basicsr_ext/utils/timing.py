@@ -1,4 +1,4 @@
-"""Shared pieces of the speed-benchmark scripts: models built from options, interleaved timing, ratio tables.
+"""Interleaved timing and ratio tables, shared by the speed-benchmark scripts.
 
 Timings are ratios against a reference configuration measured in the same process and the same
 rounds: the configurations take turns step by step, so a slow spell of a shared machine hits all
@@ -9,36 +9,7 @@ import time
 
 import torch
 
-from ..models import build_model
-from .options import validate_options
-
-
-def training_options(network, workdir, total_iter, regularizers=(), gt_size=None, **train):
-    """A minimal options dict for a BlindSRModel that trains ``network`` ×4 (``gt_size``: with the training
-    degradation)."""
-    opt = {
-        'name': 'benchmark', 'model_type': 'BlindSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {'train': {'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 32}},
-        'network_g': dict(network), 'path': {'experiments_root': workdir},
-        'train': {
-            'total_iter': total_iter,
-            'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [total_iter], 'gamma': 0.5},
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-            'regularizers': list(regularizers), **train,
-        },
-    }
-    if gt_size:
-        opt['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': gt_size}
-    return opt
-
-
-def build_training_model(network, workdir, total_iter, regularizers=(), gt_size=None, device='cpu', **train):
-    opt = training_options(network, workdir, total_iter, regularizers, gt_size, **train)
-    opt['num_gpu'] = 1 if torch.device(device).type == 'cuda' else 0
-    opt = validate_options(opt)
-    opt.update(dist=False, rank=0, world_size=1)
-    return build_model(opt)
+__all__ = ['interleaved_steps', 'ratio_rows']
 
 
 def _synchronize(device):

@@ -1,0 +1,164 @@
+"""Networks for inference: built from options, loaded from a checkpoint, run on image lists and arrays.
+
+* loading: the architecture from a registered name or an options file, weights from a checkpoint,
+  with errors that say what does not fit (architecture, scale);
+* running: batching same-size images, optional autocast on CUDA, tiling (:mod:`..archs.forward`);
+* one image array in, one out, of the same kind (:mod:`..data.image_arrays`).
+
+Used by validation, ``test.py`` (:mod:`basicsr_ext.evaluation`) and ``scripts/inference.py``.
+"""
+import os
+from copy import deepcopy
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from ..archs import build_network
+from ..archs.forward import ScaleMismatchError, check_input_size, checkpoint_scale, forward_tiled, measure_scale
+from ..archs.spec import arch_spec, configured_scale
+from ..archs.weights import CheckpointMismatchError, load_weights, pick_param_key, strip_module_prefix
+from ..config import yaml_load
+from ..data.image_arrays import array_to_planes, planes_to_array
+from ..utils.amp import autocast
+from ..utils.checkpoint import load_checkpoint
+from ..utils.misc import did_you_mean, unwrap
+
+__all__ = ['load_state_dict', 'read_arch_options', 'set_net_scale', 'load_network', 'forward_batches', 'upscale_array']
+
+
+# --------------------------------------------------------------------------- loading
+def load_state_dict(path, param_key='auto'):
+    """Weights from a checkpoint file: ``(state_dict, key)``.
+
+    ``param_key``: ``'params'`` / ``'params_ema'`` (basicsr checkpoints), or ``'auto'`` =
+    ``params_ema`` if present, else ``params``, else the file itself when it is a bare
+    state dict (key ``None``).
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception as err:  # pickle errors are long; the first line says what went wrong
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load checkpoint '{path}': {first}") from err
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a state dict")
+    key = pick_param_key(ckpt, param_key)
+    if key is not None:
+        return ckpt[key], key
+    if param_key == 'auto' and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        return ckpt, None
+    wanted = "'params_ema' or 'params'" if param_key == 'auto' else f"'{param_key}'"
+    raise CheckpointMismatchError(f"checkpoint '{path}' has no {wanted} entry (it has: {', '.join(map(str, ckpt))})")
+
+
+def read_arch_options(arch, overrides=None):
+    """Network options ``{type, **kwargs}`` from a registered arch name or an options YAML.
+
+    The YAML may be a training/test options file (its ``network_g`` section is used) or a
+    bare ``{type: ..., ...}`` mapping. ``overrides`` (a dict) updates the result.
+    """
+    if isinstance(arch, dict):
+        net_opt = deepcopy(arch)
+    elif str(arch).lower().endswith(('.yml', '.yaml')):
+        if not os.path.isfile(arch):
+            raise FileNotFoundError(f"architecture options file '{arch}' does not exist")
+        raw = yaml_load(arch) or {}
+        net_opt = raw.get('network_g', raw) if isinstance(raw, dict) else None
+        if not isinstance(net_opt, dict) or 'type' not in net_opt:
+            raise ValueError(f"'{arch}' has neither a network_g section nor a top-level 'type' key")
+        net_opt = deepcopy(net_opt)
+    else:
+        net_opt = {'type': str(arch)}
+    net_opt.update(overrides or {})
+    if net_opt['type'] not in ARCH_REGISTRY:
+        hint = did_you_mean(net_opt['type'], list(ARCH_REGISTRY.keys()))
+        raise ValueError(f"unknown architecture '{net_opt['type']}'{hint}")
+    return net_opt
+
+
+def set_net_scale(net_opt, scale):
+    """``net_opt`` with its scale argument (``upscale`` or ``scale``) set to ``scale``."""
+    key, _ = configured_scale(net_opt)
+    if key is None:
+        return net_opt
+    return {**net_opt, key: int(scale)}
+
+
+def load_network(net_opt, ckpt_path, param_key='auto', scale=None, device='cpu', strict=True):
+    """Build ``net_opt``, load the checkpoint, move to ``device``, eval mode; returns ``(net, scale)``.
+
+    Args:
+        scale: the expected factor; None takes whatever the network does.
+
+    Raises:
+        ScaleMismatchError: the checkpoint (judged by its upsampler weights) or the built
+            network (judged by running it) is of another scale.
+        CheckpointMismatchError: the checkpoint is of another architecture/width
+            (short summary of missing/unexpected keys).
+    """
+    state, key = load_state_dict(ckpt_path, param_key)
+    state = strip_module_prefix(state)
+    net = build_network(net_opt)
+    source = f"{ckpt_path} [{key}]" if key else str(ckpt_path)
+    try:
+        load_weights(net, state, strict, source=source)
+    except CheckpointMismatchError as err:
+        found = checkpoint_scale(net_opt, state)
+        skey, configured = configured_scale(net_opt)
+        if found is not None and found != configured:
+            raise ScaleMismatchError(
+                f"checkpoint '{ckpt_path}' is a ×{found} {net_opt['type']}, but the network is built for "
+                f'×{configured} ({skey}: {configured}); use scale {found} or a ×{configured} checkpoint') from err
+        raise
+    net.eval().to(device)
+    measured = measure_scale(net, device)
+    if scale is not None and measured != scale:
+        raise ScaleMismatchError(f"{net_opt['type']} from '{ckpt_path}' upsamples ×{measured:g}, not ×{scale}; "
+                                 f'set the scale to {measured:g}')
+    return net, measured
+
+
+# --------------------------------------------------------------------------- running
+def forward_batches(net, images, scale, batch_size=1, tile=0, tile_pad=16, device='cpu', amp=False):
+    """Run ``net`` on a list of CHW float tensors; same-size images go through together.
+
+    Images are grouped by size, in order of first appearance, and each group is cut into
+    batches of at most ``batch_size``. Results come back as float32 CHW tensors on the CPU,
+    in the input order.
+
+    Yields:
+        (index, output) pairs, as batches finish, so a caller can advance a progress bar.
+    """
+    groups = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(i)
+    autocast(device, amp)  # fail before the first batch, not inside it
+    step = max(1, int(batch_size))
+    for indices in groups.values():
+        for start in range(0, len(indices), step):
+            chunk = indices[start:start + step]
+            lq = torch.stack([images[i] for i in chunk]).to(device)
+            with torch.no_grad(), autocast(device, amp):  # not inference_mode: callers modify the outputs in place
+                out = forward_tiled(net, lq, scale, tile, tile_pad)
+            out = out.float().cpu()
+            for k, i in enumerate(chunk):
+                yield i, out[k]
+
+
+def upscale_array(net, img, scale, tile=0, tile_pad=16, device='cpu', amp=False, name='image'):
+    """Super-resolve one image array as OpenCV reads it (``IMREAD_UNCHANGED``: BGR/BGRA/gray, any depth).
+
+    The output has the input's layout and dtype: H x W gray -> gray (the network sees it
+    repeated into 3 channels and its output is converted back with OpenCV's luma weights);
+    BGRA / gray+alpha -> the colour through the network, the alpha plane upscaled with
+    bicubic interpolation and re-attached; uint16 -> uint16 (the network sees [0, 1] floats
+    at full precision); uint8 -> uint8.
+    """
+    bare = unwrap(net)
+    planes, layout = array_to_planes(img, arch_spec(bare).in_channels(bare))
+    check_input_size(net, *planes.shape[1:], name=name)
+    lq = torch.from_numpy(planes)
+    (_, out), = forward_batches(net, [lq], scale, 1, tile, tile_pad, device, amp)
+    return planes_to_array(out.clamp_(0, 1).numpy(), layout)

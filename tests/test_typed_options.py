@@ -1,0 +1,142 @@
+"""Typed options: validated option dicts as frozen objects with the defaults filled in."""
+import copy
+import dataclasses
+import pickle
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from basicsr_ext.config import (FrozenMapping, OptionError, TrainingOptions, load_options, read_option_file, set_paths,
+                                typed, typed_training_options, validate_options, yaml_load)
+from basicsr_ext.evaluation.options import DATASET_SCHEMA, MODEL_SCHEMA, TEST_SCHEMA
+from basicsr_ext.utils.schema import Field, Section, validate
+
+DEMO = REPO / 'options' / 'demo' / 'SRResNet_x4_demo.yml'
+TRAINING_FILES = sorted((REPO / 'options' / 'train').rglob('*.yml')) + [DEMO]
+TEST_FILES = sorted((REPO / 'options' / 'test').glob('*.yml'))
+
+
+def _ids(paths):
+    return [str(Path(p).relative_to(REPO / 'options')) for p in paths]
+
+
+@pytest.fixture(scope='module')
+def demo():
+    return typed_training_options(validate_options(yaml_load(DEMO)))
+
+
+def test_defaults_are_filled(demo):
+    assert isinstance(demo, TrainingOptions)
+    # none of these keys is in the demo file
+    assert demo.train.check_finite is True and demo.train.grad_clip == 0.0 and demo.train.warmup_iter == -1
+    assert demo.val.tile_size == 0 and demo.val.tile_pad == 16
+    assert demo.logger.keep_checkpoints == 0 and demo.logger.plot_curves is True
+    assert demo.dist_params.port == 29500 and demo.find_unused_parameters is False
+    assert demo.val.metrics['psnr'].better == 'higher' and demo.val.metrics['psnr'].input_order == 'HWC'
+    # keys the loader and train.py add, with their single-process defaults
+    assert demo.is_train is True and demo.rank == 0 and demo.world_size == 1 and demo.dist is False
+
+
+def test_nested_access_and_containers(demo):
+    assert demo.name == 'SRResNet_x4_demo' and demo.scale == 4
+    assert demo.logger.print_freq == 50
+    assert demo.datasets['train'].gt_size == 96 and demo.datasets['train'].phase == 'train'
+    assert demo.datasets['val'].scale == 4
+    assert demo.network_g['type'] == 'MSRResNet' and isinstance(demo.network_g, FrozenMapping)
+    assert demo.train.optim_g['betas'] == (0.9, 0.99)  # lists become tuples
+    assert demo.train.regularizers == () and demo.degradation is None
+
+
+def test_frozen(demo):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        demo.train.grad_clip = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        demo.scale = 2
+    with pytest.raises(TypeError):
+        demo.network_g['num_feat'] = 8
+    with pytest.raises(AttributeError):
+        demo.network_g._data = {}
+    assert copy.deepcopy(demo) == demo and hash(copy.deepcopy(demo)) == hash(demo)
+    assert pickle.loads(pickle.dumps(demo.network_g)) == demo.network_g
+
+
+def test_as_dict_gives_the_loaded_dict_back():
+    opt = load_options(str(DEMO))
+    plain = typed_training_options(opt).as_dict()
+    assert plain == {'rank': 0, 'world_size': 1, 'local_rank': 0, 'dist': False, **opt}
+    assert plain['path']['models'] == opt['path']['models']  # the folders set_paths adds are typed too
+    assert typed_training_options({**opt, 'rank': 3}).rank == 3
+
+
+def test_regularizer_entries_are_typed_by_their_options():
+    raw = yaml_load(DEMO)
+    raw['train']['regularizers'] = [{'type': 'Dropout', 'p': 0.7}]
+    raw['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': 64}
+    opt = typed_training_options(validate_options(raw))
+    dropout = opt.train.regularizers[0]
+    assert type(dropout).__name__ == 'DropoutOptions'
+    assert dropout.type == 'Dropout' and dropout.p == 0.7
+    assert dropout.channel_wise is True and dropout.sites == ('last_conv_input', )  # defaults of Dropout.OPTIONS
+    assert opt.degradation.gt_size == 64 and opt.degradation.gt_usm is True
+
+
+def test_generic_typed_and_its_errors():
+    schema = {'a': Field(int, 1), 'b': Field(list, [1, 2]), 'sub': Section({'x': Field(str, 'y')}),
+              'free': Section({'type': Field(str, 'disk')}, open=True), 'need': Field(int)}
+    obj = typed({'need': 3, 'free': {'any': 1}}, schema, 'Example')
+    assert (obj.a, obj.b, obj.sub.x, obj.need) == (1, (1, 2), 'y', 3)
+    assert obj.free == {'type': 'disk', 'any': 1}
+    with pytest.raises(OptionError, match="^sub.xx: unknown key; did you mean 'x'\\?"):
+        typed({'need': 3, 'sub': {'xx': 1}}, schema)
+    with pytest.raises(OptionError, match='^need: missing required key'):
+        typed({}, schema)
+
+
+def test_an_empty_option_file_says_so(tmp_path):
+    path = tmp_path / 'empty.yml'
+    path.write_text('# nothing yet\n')
+    with pytest.raises(OptionError, match=f'^{path}: the option file is empty$'):
+        read_option_file(str(path))
+
+
+def _stand_ins(raw, tmp_path):
+    """Every dataroot / meta file / teacher path of a shipped file replaced by one that exists."""
+    (tmp_path / 'images').mkdir(exist_ok=True)
+    (tmp_path / 'meta_info.txt').write_text('')
+    (tmp_path / 'teacher.pth').write_bytes(b'')
+    for dopt in raw['datasets'].values():
+        for key in list(dopt):
+            if key.startswith('dataroot'):
+                dopt[key] = str(tmp_path / 'images')
+            elif key.startswith('meta_info'):
+                dopt[key] = str(tmp_path / 'meta_info.txt')
+    for reg in raw['train'].get('regularizers') or []:
+        if 'teacher_path' in reg:
+            reg['teacher_path'] = str(tmp_path / 'teacher.pth')
+    if raw.get('path', {}).get('pretrain_network_g'):
+        raw['path']['pretrain_network_g'] = str(tmp_path / 'teacher.pth')
+    return raw
+
+
+@pytest.mark.parametrize('path', TRAINING_FILES, ids=_ids(TRAINING_FILES))
+def test_every_shipped_training_file_converts(path, tmp_path):
+    opt = set_paths(validate_options(_stand_ins(yaml_load(path), tmp_path)))
+    typed_opt = typed_training_options(opt)
+    assert typed_opt.scale == opt['scale']
+    assert [r.type for r in typed_opt.train.regularizers] == [r['type'] for r in opt['train']['regularizers']]
+    assert {k: v for k, v in typed_opt.as_dict().items() if k in opt} == opt
+
+
+@pytest.mark.parametrize('path', TEST_FILES, ids=_ids(TEST_FILES))
+def test_every_shipped_test_file_converts(path):
+    raw = validate(yaml_load(path), TEST_SCHEMA)
+    def items(schema, name):
+        return lambda v, w: tuple(typed(x, schema, name, f'{w}[{i}]') for i, x in enumerate(v))
+
+    converters = {'models': items(MODEL_SCHEMA, 'ModelOptions'), 'datasets': items(DATASET_SCHEMA, 'DatasetOptions')}
+    opt = typed(raw, TEST_SCHEMA, 'TestOptions', converters=converters)
+    assert opt.models[0].name == raw['models'][0]['name'] and opt.tile_pad == raw['tile_pad']
+    # the items of the lists get their defaults too
+    assert opt.as_dict() == {**raw, 'models': [validate(m, MODEL_SCHEMA) for m in raw['models']],
+                             'datasets': [validate(d, DATASET_SCHEMA) for d in raw['datasets']]}
