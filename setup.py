@@ -6,6 +6,8 @@ setup(
     version='0.1.0',
     description='Config-driven training and benchmarking of generalizable blind super-resolution on basicsr',
     packages=find_packages(include=['basicsr_ext', 'basicsr_ext.*']),
+    # the published numbers (EATS Tables 1-7) and their metadata, read by basicsr_ext.evaluation.paper_tables
+    package_data={'basicsr_ext.evaluation.paper_tables': ['*.csv', '*.json']},
     python_requires='>=3.10,<3.13',
     install_requires=[
         # torch 2.14.1 / torchvision 0.29.1 are served from local disk on the project machines

@@ -109,7 +109,8 @@ def evaluate(opt, models=None, device=None):
 
 
 def run_benchmark(opt):
-    """Evaluate, then write the tables, plots and (if ``paper_csv``) the comparison; returns the tables."""
+    """Evaluate, then write the tables, plots and (with ``paper_csv``, ``paper_table`` or ``paper_configs``)
+    the comparison with the published numbers (the shipped ones unless ``paper_csv``); returns the tables."""
     device = resolve_device(opt['device'])
     if opt['num_threads']:
         torch.set_num_threads(opt['num_threads'])
@@ -126,7 +127,7 @@ def run_benchmark(opt):
         logger.info(f"{name}: {t['images']} images, inference {t['inference_s']:.1f} s "
                     f"({t['images'] / max(t['inference_s'], 1e-9):.2f} img/s), metrics {t['metrics_s']:.1f} s")
     tables = report.write_all(opt, records, timing)
-    if opt['paper_csv']:
+    if opt['paper_csv'] or opt['paper_table'] or opt['paper_configs']:
         text = paper_compare.compare_files(
             os.path.join(opt['results_root'], 'table.csv'), opt['paper_csv'], table=opt['paper_table'],
             configs=opt['paper_configs'], archs=opt['paper_archs'], datasets=opt['paper_datasets'],

@@ -92,7 +92,8 @@ TEST_SCHEMA = {
     'plot': Field(bool, True, doc='write plot_<dataset>_x<scale>.png'),
     'progress': Field(bool, True, doc='show progress bars'),
     'paper_csv': Field(str, None, doc='published table CSV to compare with (columns table,arch,scale,dataset,config,'
-                       '<degradations>)'),
+                       '<degradations>); default: the numbers shipped in basicsr_ext/evaluation/paper_tables. The '
+                       'comparison runs when paper_csv, paper_table or paper_configs is set'),
     'paper_table': Field(str, None, doc="compare with this table of the CSV only (e.g. 'T1')"),
     'paper_configs': Field(dict, {}, doc='our model name -> the CSV config, e.g. {SRResNet_dropout: Dropout}'),
     'paper_archs': Field(dict, {}, doc='our arch -> the CSV arch (MSRResNet -> SRResNet and RRDBNetAnyScale -> '

@@ -6,12 +6,16 @@ The published CSV has the columns ``table, arch, scale, dataset, config, <degrad
 (arch, scale, dataset, config, degradation); our model names, arch names and dataset names
 are translated to the paper's through explicit mappings, since only the user knows which
 checkpoint is "Original", "Dropout" or "EATS".
+
+Without a path, the published numbers shipped in :mod:`.paper_tables` are used, and cells flagged
+there as misprinted carry their flag ('known' or 'suspected') into the comparison.
 """
 import csv
 import os
 import statistics
 
 from ..data.eval_degradations import parse_degradation
+from . import paper_tables
 
 __all__ = ['DEFAULT_ARCHS', 'read_csv', 'compare', 'format_comparison', 'compare_files']
 
@@ -58,8 +62,13 @@ def _check_columns(columns, needed, path):
         raise ValueError(f"'{path}': missing column(s) {', '.join(missing)} (has: {', '.join(columns)})")
 
 
+def _flag(flags, table, dataset, config, degradation):
+    m = paper_tables.misprint(table, dataset, config, degradation) if flags else None
+    return '' if m is None else f'{m.status} misprint: {m.note}'
+
+
 def compare(ours, our_columns, paper, paper_columns, table=None, configs=None, archs=None, datasets=None,
-            metric='psnr'):
+            metric='psnr', flags=False):
     """Match our rows with the published ones.
 
     Args:
@@ -71,11 +80,13 @@ def compare(ours, our_columns, paper, paper_columns, table=None, configs=None, a
         archs: our arch -> paper arch (on top of :data:`DEFAULT_ARCHS`).
         datasets: our dataset name -> paper dataset name.
         metric: which of our metric rows to use ('psnr'; the papers print PSNR).
+        flags: look up the misprint flags of :mod:`.paper_tables` (for the shipped numbers).
 
     Returns:
         dict with ``cells`` (one per matched cell: table, arch, scale, dataset, config, model,
         degradation, ours, paper, diff), ``degradations`` (matched columns in our order),
-        ``unmatched`` (our rows without a published row) and ``also_in`` (key -> other tables).
+        ``unmatched`` (our rows without a published row) and ``also_in`` (key -> other tables). A
+        cell's ``flag`` is '' or the misprint note of its published value.
     """
     configs, datasets = dict(configs or {}), dict(datasets or {})
     arch_map = {**DEFAULT_ARCHS, **(archs or {})}
@@ -114,7 +125,8 @@ def compare(ours, our_columns, paper, paper_columns, table=None, configs=None, a
                 order.append(deg)
             cells.append({'table': pub.get('table', ''), 'arch': key[0], 'scale': key[1], 'dataset': key[2],
                           'config': key[3], 'model': row['model'], 'degradation': deg, 'ours': ours_v,
-                          'paper': paper_v, 'diff': ours_v - paper_v})
+                          'paper': paper_v, 'diff': ours_v - paper_v,
+                          'flag': _flag(flags, pub.get('table', ''), key[2], key[3], deg)})
     return {'cells': cells, 'degradations': order, 'unmatched': unmatched, 'also_in': also_in, 'metric': metric}
 
 
@@ -135,7 +147,8 @@ def format_comparison(result, decimals=2):
             label = config if config == model else f'{config} (ours: {model})'
             for kind, fmt in (('ours', f'.{decimals}f'), ('paper', f'.{decimals}f'), ('Δ', f'+.{decimals}f')):
                 key = {'Δ': 'diff'}.get(kind, kind)
-                vals = [format(cells[d][key], fmt) if d in cells else '–' for d in degs]
+                vals = [format(cells[d][key], fmt) + ('†' if kind == 'paper' and cells[d].get('flag') else '')
+                        if d in cells else '–' for d in degs]
                 lines.append(f"| {label if kind == 'ours' else ''} | {kind} | " + ' | '.join(vals) + ' |')
         key_any = next(iter((arch, scale, dataset, cfg) for cfg, _ in configs))
         if key_any in result['also_in']:
@@ -146,25 +159,35 @@ def format_comparison(result, decimals=2):
         lines.append(f'{len(result["cells"])} cells matched; model rows: mean Δ {statistics.fmean(diffs):+.3f}, '
                      f'mean |Δ| {statistics.fmean(abs(d) for d in diffs):.3f}, '
                      f'max |Δ| {max(abs(d) for d in diffs):.3f} dB')
+    flagged = [c for c in result['cells'] if c.get('flag')]
+    if flagged:
+        lines.append('† published value flagged as misprinted:')
+        for c in flagged:
+            lines.append(f"- {c['table']} {c['dataset']} {c['config']} {c['degradation']} "
+                         f"({c['paper']:.4f}): {c['flag']}")
     if result['unmatched']:
         names = sorted({f"{r['model']} ({r['arch']}, {r['dataset']} ×{r['scale']})" for r in result['unmatched']})
         lines.append('No published row for: ' + '; '.join(names))
     return '\n'.join(lines)
 
 
-def compare_files(ours_csv, paper_csv, table=None, configs=None, archs=None, datasets=None, metric='psnr',
+def compare_files(ours_csv, paper_csv=None, table=None, configs=None, archs=None, datasets=None, metric='psnr',
                   out_prefix=None, decimals=2):
-    """Compare two CSV files; write ``<out_prefix>.md`` and ``.csv`` if given; return the Markdown."""
+    """Compare our table.csv with a published CSV (None: the shipped numbers); write ``<out_prefix>.md``
+    and ``.csv`` if given; return the Markdown."""
     ours, our_cols = read_csv(ours_csv)
+    paper_csv = paper_tables.PUBLISHED_CSV if paper_csv is None else paper_csv
     paper, paper_cols = read_csv(paper_csv)
     _check_columns(our_cols, ('dataset', 'scale', 'model', 'arch'), ours_csv)
     _check_columns(paper_cols, ('arch', 'scale', 'dataset', 'config'), paper_csv)
-    result = compare(ours, our_cols, paper, paper_cols, table, configs, archs, datasets, metric)
+    result = compare(ours, our_cols, paper, paper_cols, table, configs, archs, datasets, metric,
+                     flags=paper_tables.is_packaged(paper_csv))
     text = format_comparison(result, decimals)
     if out_prefix:
         with open(f'{out_prefix}.md', 'w', encoding='utf-8') as f:
             f.write(text + '\n')
-        fields = ['table', 'arch', 'scale', 'dataset', 'config', 'model', 'degradation', 'ours', 'paper', 'diff']
+        fields = ['table', 'arch', 'scale', 'dataset', 'config', 'model', 'degradation', 'ours', 'paper', 'diff',
+                  'flag']
         with open(f'{out_prefix}.csv', 'w', newline='', encoding='utf-8') as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
