@@ -4,18 +4,21 @@ import os
 import shutil
 import sys
 import time
+import traceback
 
 import torch
 from basicsr.utils import get_time_str, set_random_seed
 from basicsr.utils import logger as basicsr_logger
 
+from .config import OptionError, load_options, make_parser, resolve_num_gpu
 from .data import build_dataset, build_train_loader, build_val_loader, sample_seed
+from .failures import RunResources, describe_failure
 from .models import build_model
 from .utils import dist as dist_util
 from .utils.checkpoint import (atomic_save, find_resume_state, get_rng_states, load_checkpoint, prune_checkpoints,
                                remove_partial_writes, set_rng_states)
 from .utils.curves import TrainingCurves
-from .config import OptionError, load_options, make_parser, resolve_num_gpu
+from .utils.logging import configure_logger
 from .utils.progress import ProgressLogger
 
 
@@ -35,22 +38,9 @@ def _prepare_dirs(opt, resuming):
 
 
 def _make_logger(opt, rank):
-    """basicsr's 'basicsr' logger, with this run's log file (basicsr's helper only configures it once per process)."""
-    logger = logging.getLogger('basicsr')
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    logger.setLevel(logging.INFO if rank == 0 else logging.ERROR)
-    logger.propagate = False
-    fmt = logging.Formatter('%(asctime)s %(levelname)s: %(message)s')
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(fmt)
-    logger.addHandler(stream)
-    if rank == 0:
-        log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log")
-        file_handler = logging.FileHandler(log_file, 'w')
-        file_handler.setFormatter(fmt)
-        logger.addHandler(file_handler)
+    """basicsr's 'basicsr' logger, with this run's log file (rank 0 only)."""
+    log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{get_time_str()}.log") if rank == 0 else None
+    logger = configure_logger('basicsr', logging.INFO if rank == 0 else logging.ERROR, log_file)
     basicsr_logger.initialized_logger['basicsr'] = True  # stop basicsr adding a second console handler
     return logger
 
@@ -134,6 +124,8 @@ def validate_all(model, loaders, current_iter, tb_logger, opt):
 
 
 def train_pipeline(argv=None):
+    """Run ``train.py``; returns the exit code: 0 done or stopped by a signal after saving, 1 failed, 2 bad options,
+    130 stopped at once by a second signal."""
     args = make_parser(is_train=True).parse_args(argv)
     try:
         opt = load_options(args.opt, is_train=True, overrides=args.force_yml, debug=args.debug)
@@ -141,6 +133,41 @@ def train_pipeline(argv=None):
     except OptionError as err:
         print(f'Option error: {err}', file=sys.stderr)
         return 2
+    run = RunResources()
+    progress = {'iter': 0}
+    try:
+        return _train(opt, args, run, progress)
+    except (Exception, KeyboardInterrupt) as err:  # every failure ends here: one message, then cleanup
+        return _report_failure(err, opt, run.logger, progress['iter'])
+    finally:
+        run.close()
+
+
+def _report_failure(err, opt, logger, iteration):
+    paths = opt['path']
+    newest = None
+    if os.path.isdir(paths['training_states']):
+        newest = find_resume_state(paths['training_states'], paths['models'])
+    resume = f"The newest complete checkpoint is {newest or 'none'}" + (
+        '; continue from it with --auto_resume.' if newest else '.')
+    write = logger.error if logger else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if isinstance(err, KeyboardInterrupt):
+        write(f'Stopped at once at iteration {iteration:,d} ({err or "interrupted"}), without saving. {resume}')
+        return 130
+    known = describe_failure(err, opt, iteration)
+    if known:
+        write(f'{known} {resume}')
+        return 1
+    if logger:  # the traceback goes to the console and the log file
+        logger.exception(f'Training failed at iteration {iteration:,d} with an unexpected {type(err).__name__}. '
+                         f'{resume}')
+    else:
+        traceback.print_exc()
+        write(resume)
+    return 1
+
+
+def _train(opt, args, run, progress_state):
     use_cuda = opt['num_gpu'] > 0
     rank, world, local_rank = dist_util.init_dist(args.launcher, use_cuda, opt['dist_params']['backend'],
                                                   opt['dist_params']['port'], opt['dist_params']['timeout'],
@@ -160,8 +187,10 @@ def train_pipeline(argv=None):
     if rank == 0:
         _prepare_dirs(opt, resuming=resume_path is not None)
     dist_util.barrier()
-    logger = _make_logger(opt, rank)
+    logger = run.logger = _make_logger(opt, rank)
     tb_logger = _tb_logger(opt, rank)
+    if tb_logger:
+        run.closers.append(tb_logger.close)
     set_random_seed(opt['manual_seed'] + rank)
 
     train_opt = opt['datasets']['train']
@@ -188,19 +217,23 @@ def train_pipeline(argv=None):
 
     progress = ProgressLogger(opt, start_iter, logger, tb_logger)
     curves = TrainingCurves(opt, start_iter if resume_path else None, logger)
-    stop = dist_util.StopRequest()
+    run.closers.insert(0, lambda: (curves.plot(final=True), curves.close()))
+    stop = run.stop = dist_util.StopRequest()
     log_cfg, val_cfg = opt['logger'], opt['val']
     current_iter = start_iter
     micro_step = 0  # checkpoints fall on whole steps, so a resumed run starts a fresh accumulation
     results = {}
+    skipped = 0  # unreadable training images skipped (on_bad_image: skip), counted in any worker
     while current_iter < total_iter or micro_step:  # a step may span the end of an epoch
         sampler.set_epoch(epoch, start=position * train_opt['batch_size_per_gpu'])
         t_data = time.time()
-        for data in loader:
+        for data in run.track_iterator(iter(loader)):
             progress.add_data_time(time.time() - t_data)
             position += 1
+            skipped += _skipped_in(data)
             if micro_step == 0:
                 current_iter += 1
+                progress_state['iter'] = current_iter
                 model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             model.feed_data(data, current_iter)
             model.optimize_parameters(current_iter, micro_step, accumulate)
@@ -214,23 +247,17 @@ def train_pipeline(argv=None):
                 losses = {k: float(v) for k, v in model.get_current_log().items()}
                 lrs = model.get_current_learning_rate()
                 its = progress(current_iter, epoch, lrs, losses, model.device)
+                if skipped:
+                    logger.warning(f'{skipped:,d} unreadable training image(s) skipped so far (on_bad_image: skip)')
                 curves.log_train(current_iter, epoch, lrs, losses, its)
             stopping = dist_util.any_rank(stop.signal is not None, model.device)
             saving = current_iter % int(log_cfg['save_checkpoint_freq']) == 0 or current_iter == total_iter or stopping
             if (printing or saving) and _diverged(model, opt, current_iter, logger):
-                curves.plot(final=True)
-                curves.close()
-                stop.restore()
-                dist_util.cleanup()
                 return 1
             if saving:
                 save_checkpoint(model, opt, epoch, position, current_iter, logger)
             if stopping:
                 logger.info(f'Stopped by signal at iteration {current_iter:,d}; continue with --auto_resume.')
-                curves.plot(final=True)
-                curves.close()
-                stop.restore()
-                dist_util.cleanup()
                 return 0
             validating = val_loaders and (current_iter % int(val_cfg['val_freq']) == 0 or current_iter == total_iter)
             if validating:
@@ -248,14 +275,15 @@ def train_pipeline(argv=None):
     if val_loaders and not results:
         results = validate_all(model, val_loaders, current_iter, tb_logger, opt)
         curves.log_validation(current_iter, results)
-    curves.plot(final=True)
-    curves.close()
     for name, metrics in results.items():
         summary = ', '.join(f'{m}: {v:.4f}' for m, v in metrics.items())
         logger.info(f'Final validation on {name} at iteration {current_iter:,d}: {summary}')
-    if tb_logger:
-        tb_logger.close()
+    if skipped:
+        logger.warning(f'{skipped:,d} unreadable training image(s) were skipped (on_bad_image: skip).')
     logger.info(f'Training finished. Checkpoints are in {paths["models"]}')
-    stop.restore()
-    dist_util.cleanup()
     return 0
+
+
+def _skipped_in(batch):
+    count = batch.get('skipped') if isinstance(batch, dict) else None
+    return int(count.sum()) if torch.is_tensor(count) else 0

@@ -18,6 +18,7 @@ LAYERS = {
     'config': 4,
     'models': 5,
     'evaluation': 6,
+    'failures': 6,
     'train': 7, 'test': 7, '__init__': 7,
 }
 MAX_FILE_LINES = 400

@@ -13,11 +13,13 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from ..archs import arch_spec, get_sites, has_sites
 from ..archs.meta import build_meta_network
 from ..data import DEGRADATION_TYPES
-from ..regularizers import REGULARIZER_REGISTRY
+from ..regularizers import REGULARIZER_REGISTRY, combination_error
 from ..utils.amp import check_amp
 from ..utils.paths import PROJECT_ROOT
 from ..utils.schema import Field, OptionError, Section, check_path, join, validate
 from .files import read_option_file
+from .gan import (GAN_PATH_FIELDS, GAN_TOP_FIELDS, GAN_TRAIN_FIELDS, VGG_PATH_FIELD, resolve_vgg_weights,
+                  validate_gan_options)
 from .kwargs import OPTIMIZERS, dict_registry, registered, scheduler_classes, typed_section, validate_kwargs
 
 __all__ = ['METRIC_SCHEMA', 'TOP_SCHEMA', 'load_options', 'resolve_num_gpu', 'set_paths', 'validate_options']
@@ -41,10 +43,13 @@ TOP_SCHEMA = {
     'datasets': Field(dict, doc='train / val* / test* datasets'),
     'network_g': Field(dict, doc='architecture: {type: <registered arch>, **constructor kwargs}'),
     'degradation': Field(dict, None, doc='model-side training degradation: {type: HighOrderDegradation, ...}'),
+    **GAN_TOP_FIELDS,
     'path': Section({
         'pretrain_network_g': Field(str, None, kind='file', doc='initial weights (.pth)'),
         'param_key_g': Field(str, 'params', doc="key inside the .pth: 'params' or 'params_ema'"),
         'strict_load_g': Field(bool, True, doc='strict state-dict loading'),
+        **GAN_PATH_FIELDS,
+        **VGG_PATH_FIELD,
         'resume_state': Field(str, None, kind='file', doc='training state (.state) to resume from'),
         'experiments_root': Field(str, None, doc='output folder (default: <project>/experiments/<name>)'),
         'results_root': Field(str, None, doc='test output folder (default: <project>/results/<name>)'),
@@ -56,7 +61,8 @@ TOP_SCHEMA = {
         'optim_g': Field(dict, doc='optimizer: {type: Adam|AdamW|SGD|..., lr, betas, weight_decay}'),
         'scheduler': Field(dict, doc='{type: MultiStepLR|CosineAnnealingRestartLR, ...}'),
         'pixel_opt': Field(dict, None, doc='pixel loss: {type: L1Loss|MSELoss|CharbonnierLoss, loss_weight, reduction}'),
-        'perceptual_opt': Field(dict, None, doc='basicsr PerceptualLoss options'),
+        'perceptual_opt': Field(dict, None, doc='basicsr PerceptualLoss options (VGG weights: path.pretrained_vgg)'),
+        **GAN_TRAIN_FIELDS,
         'regularizers': Field(list, [], doc='list of {type: <regularizer>, ...}; empty = baseline'),
         'grad_clip': Field(float, 0.0, min=0.0, doc='clip the gradient norm to this value (0: off)'),
         'accumulate': Field(int, 1, min=1, doc='micro-batches per optimizer step (gradient accumulation): the '
@@ -91,7 +97,8 @@ TOP_SCHEMA = {
     'dist_params': Section({
         'backend': Field(str, None, doc="'nccl' (CUDA) or 'gloo' (CPU); default by device"),
         'port': Field(int, 29500, doc='master port for SLURM launches'),
-        'timeout': Field(int, 1800, min=1, doc='seconds before a stuck collective fails'),
+        'timeout': Field(int, 600, min=1,
+                         doc='seconds before a stuck collective fails: a failed peer ends every rank by then'),
     }, doc='distributed'),
 }
 
@@ -177,10 +184,10 @@ def _validate_regularizers(regs, net, opt):
         cls.check_sites(checked, get_sites(net), where)
         cls.check_options(checked, opt, where)
         for j, other in enumerate(names):
-            other_cls = REGULARIZER_REGISTRY.get(other)
-            if other == entry['type'] or other in cls.INCOMPATIBLE or entry['type'] in other_cls.INCOMPATIBLE:
-                raise OptionError(f'{where}: {entry["type"]} cannot be combined with {other} '
-                                  f'(train.regularizers[{j}])')
+            # same type twice, INCOMPATIBLE pairs, or two feature dropouts on overlapping sites
+            reason = combination_error(cls, checked, REGULARIZER_REGISTRY.get(other), out[j], get_sites(net))
+            if reason:
+                raise OptionError(f'{where}: {reason} (train.regularizers[{j}])')
         names.append(entry['type'])
         out.append(checked)
     return out
@@ -227,6 +234,8 @@ def validate_options(raw, is_train=True):
         if t['pixel_opt'] is None and t['perceptual_opt'] is None:
             raise OptionError('train.pixel_opt: missing required key (a pixel or perceptual loss is needed)')
         t['regularizers'] = _validate_regularizers(t['regularizers'], meta_net, opt)
+        resolve_vgg_weights(opt)
+        validate_gan_options(raw, opt, MODEL_REGISTRY.get(opt['model_type']), meta_net)
     opt['val']['metrics'] = _validate_metrics(opt['val']['metrics'], 'val.metrics')
     return opt
 

@@ -24,7 +24,7 @@ from ..utils.errors import ImageTooSmallError  # re-exported: raised here and by
 IMAGE_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 __all__ = [
-    'IMAGE_EXTENSIONS', 'ImageReadError', 'ImageTooSmallError', 'list_images', 'imread_unchanged', 'decode_image',
+    'IMAGE_EXTENSIONS', 'ImageMissingError', 'ImageReadError', 'ImageTooSmallError', 'list_images', 'imread_unchanged', 'decode_image',
     'read_image', 'pad_or_reject'
 ]
 
@@ -35,6 +35,10 @@ class ImageReadError(OSError, ValueError):
     Both an ``OSError`` (it is about a file) and a ``ValueError`` (the bytes are bad), so either
     ``except`` clause catches it.
     """
+
+
+class ImageMissingError(ImageReadError, FileNotFoundError):
+    """An image file that was listed (e.g. when the run started) no longer exists."""
 
 
 def list_images(folder, recursive=False):
@@ -70,6 +74,8 @@ def imread_unchanged(path):
     path = Path(path)
     try:
         data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise ImageMissingError(f"image file '{path}' does not exist (any more)") from err
     except OSError as err:
         raise ImageReadError(f"cannot read image file '{path}': {err.strerror or err}") from err
     return _decode_raw(data, path)

@@ -13,7 +13,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from ..utils.schema import Field, OptionError
 from .gt_only_dataset import BadImagePolicy, ImageSource, loader_options
-from .image_io import IMAGE_EXTENSIONS, pad_or_reject
+from .image_io import IMAGE_EXTENSIONS, ImageReadError, pad_or_reject
 
 
 def _check_tmpl(value, where):
@@ -73,11 +73,22 @@ class PairedDataset(data.Dataset):
     def __len__(self):
         return len(self.gt)
 
+    def _read_pair(self, index):
+        return self.gt.read(index), self.lq.read(index)
+
     def __getitem__(self, index):
-        (img_gt, img_lq), index = self.bad.read(lambda i: (self.gt.read(i), self.lq.read(i)), index, len(self))
+        training = self.opt.get('phase', 'train') == 'train'
+        if training:
+            (img_gt, img_lq), index = self.bad.read(self._read_pair, index, len(self))
+        else:  # evaluation never swaps in another image: a skipped one is left out of the metrics
+            try:
+                img_gt, img_lq = self._read_pair(index)
+            except ImageReadError as err:
+                self.bad.handle(err, 0)
+                return {'unreadable': str(err), 'gt_path': self.gt.name(index), 'lq_path': self.lq.name(index)}
         gt_path, lq_path = self.gt.name(index), self.lq.name(index)
         s = self.scale
-        if self.opt.get('phase', 'train') == 'train':
+        if training:
             gt_size = self.opt.get('gt_size', 128)
             if gt_size % s:
                 raise OptionError(f'gt_size: {gt_size} is not a multiple of scale {s}')
@@ -94,7 +105,10 @@ class PairedDataset(data.Dataset):
                                  f"'{lq_path}' ({h}x{w}) x scale {s}")
             img_gt = img_gt[:h * s, :w * s]
         img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
-        return {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path}
+        sample = {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path}
+        if training:
+            sample['skipped'] = self.bad.last_skipped
+        return sample
 
     @property
     def skipped(self):

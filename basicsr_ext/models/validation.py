@@ -3,7 +3,7 @@ import os
 
 import torch
 from basicsr.metrics import calculate_metric
-from basicsr.utils import imwrite, tensor2img
+from basicsr.utils import get_root_logger, imwrite, tensor2img
 from tqdm import tqdm
 
 from ..archs import arch_spec
@@ -41,10 +41,15 @@ class ValidationMixin:
         metrics = self.opt['val']['metrics'] or {}
         if metrics:
             self._initialize_best_metric_results(dataset_name)
-        sums = torch.zeros(len(metrics) + 1, dtype=torch.float64)
+        sums = torch.zeros(len(metrics) + 2, dtype=torch.float64)  # metrics, images, unreadable images skipped
         show = self.options.val.pbar and self.options.rank == 0
         pbar = tqdm(total=len(dataloader), unit='image', desc=f'Val {dataset_name}', disable=not show, leave=False)
         for data in dataloader:
+            if 'unreadable' in data:  # on_bad_image: skip left it out
+                sums[-1] += 1
+                get_root_logger().warning(f"Validation {dataset_name}: skipped {data['unreadable'][0]}")
+                pbar.update(1)
+                continue
             name = image_name(data)
             self.feed_data(data)
             self.test()
@@ -57,7 +62,7 @@ class ValidationMixin:
                 for i, mopt in enumerate(metrics.values()):
                     mopt = {k: v for k, v in mopt.items() if k != 'better'}
                     sums[i] += calculate_metric({'img': sr, 'img2': gt}, mopt)
-            sums[-1] += 1
+            sums[-2] += 1
             for attr in ('lq', 'gt', 'output'):
                 self.__dict__.pop(attr, None)
             pbar.update(1)
@@ -66,7 +71,11 @@ class ValidationMixin:
             reduced = sums.to(self.device)
             torch.distributed.all_reduce(reduced)
             sums = reduced.cpu()
-        count = max(sums[-1].item(), 1)
+        count = max(sums[-2].item(), 1)
+        self.skipped_images = int(sums[-1].item())
+        if self.skipped_images and self.options.rank == 0:
+            get_root_logger().warning(f'Validation {dataset_name}: {self.skipped_images} unreadable image(s) skipped '
+                                      f'(on_bad_image: skip); the metrics average the other {int(sums[-2].item())}')
         self.metric_results = {name: (sums[i] / count).item() for i, name in enumerate(metrics)}
         for metric, value in self.metric_results.items():
             self._update_best_metric_result(dataset_name, metric, value, current_iter)

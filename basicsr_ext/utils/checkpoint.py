@@ -1,8 +1,10 @@
 """Atomic checkpoint files, RNG state capture, and discovery of the newest complete checkpoint."""
 import glob
+import io
 import os
 import random
 import re
+import shutil
 import tempfile
 
 import numpy as np
@@ -27,16 +29,41 @@ def atomic_write(path, write):
             os.remove(tmp)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, permissions, I/O error); the previous one is intact."""
+
+
+def _free_bytes(folder):
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def atomic_save(obj, path):
-    """torch.save through :func:`atomic_write`, synced to disk before the rename."""
+    """torch.save through :func:`atomic_write`, synced to disk before the rename.
+
+    The object is serialised in memory first, so a failed write can say how many bytes it needed.
+    On failure the temporary file is removed, the file at ``path`` (the previous checkpoint, if any)
+    is left as it was, and :class:`CheckpointWriteError` names the path, the bytes and the cause.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
 
     def write(tmp):
         with open(tmp, 'wb') as f:
-            torch.save(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
 
-    atomic_write(path, write)
+    try:
+        atomic_write(path, write)
+    except OSError as err:
+        free = _free_bytes(os.path.dirname(os.path.abspath(path)))
+        room = f', {free:,d} bytes free there' if free is not None else ''
+        raise CheckpointWriteError(err.errno, f"cannot write '{path}' ({len(data):,d} bytes needed{room}): "
+                                   f'{err.strerror or err}') from err
 
 
 def remove_partial_writes(folder):

@@ -67,7 +67,7 @@ def _torchrun_env(local_rank_arg):
 _owned = False  # whether init_dist created the default group (and cleanup may destroy it)
 
 
-def init_dist(launcher, use_cuda, backend=None, port=29500, timeout=1800, local_rank=None):
+def init_dist(launcher, use_cuda, backend=None, port=29500, timeout=600, local_rank=None):
     """Initialise the default process group. Returns (rank, world_size, local_rank).
 
     ``timeout`` bounds every collective: if a rank dies or hangs, the others fail after it
@@ -144,11 +144,16 @@ def cleanup():
     _owned = False
 
 
+class StopNow(KeyboardInterrupt):
+    """A second SIGTERM/SIGINT: the run stops at once, without finishing the iteration or saving."""
+
+
 class StopRequest:
     """Turns SIGTERM/SIGINT into a flag checked between iterations (a checkpoint is saved, then exit).
 
     SLURM preemption and time limits send SIGTERM to every task; torchrun forwards the signal
-    it receives to its workers (which it starts in their own sessions).
+    it receives to its workers (which it starts in their own sessions). A second signal of either
+    kind raises :class:`StopNow`, which ends the run at once.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -158,8 +163,8 @@ class StopRequest:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl+C stops at once
+        if self.signal is not None:
+            raise StopNow(f'second signal {signal.Signals(signum).name}')
         self.signal = signum
 
     def restore(self):
