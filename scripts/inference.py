@@ -49,6 +49,8 @@ def parse_args(argv=None):
     parser.add_argument('--amp', default=None, choices=('fp16', 'bf16'), help='mixed precision (CUDA only)')
     parser.add_argument('--suffix', default='out', help="output name suffix (default 'out': <name>_out.png)")
     parser.add_argument('--no_progress', action='store_true', help='hide the progress bar')
+    parser.add_argument('--on_bad_image', default='error', choices=('error', 'skip'),
+                        help='an unreadable input: stop naming it (default), or skip it and count it')
     return parser.parse_args(argv)
 
 
@@ -69,7 +71,7 @@ def run(args):
     import cv2
     from tqdm import tqdm
 
-    from basicsr_ext.data.image_io import imread_unchanged
+    from basicsr_ext.data.image_io import ImageReadError, imread_unchanged
     from basicsr_ext.models.loading import load_network, read_arch_options, set_net_scale, upscale_array
     from basicsr_ext.utils.device import resolve_device
 
@@ -86,15 +88,22 @@ def run(args):
         torch.set_num_threads(args.threads)
     net, scale = load_network(net_opt, args.model, args.param_key, args.scale, device)
     os.makedirs(args.output, exist_ok=True)
-    written = []
+    written, skipped = [], []
     for path in tqdm(files, unit='img', desc=f'×{scale}', disable=args.no_progress):
-        img = imread_unchanged(path)
+        try:
+            img = imread_unchanged(path)
+        except ImageReadError as err:
+            if args.on_bad_image == 'error':
+                raise
+            print(f'skipped: {err}', file=sys.stderr)
+            skipped.append(str(path))
+            continue
         out = upscale_array(net, img, scale, args.tile, args.tile_pad, device, args.amp or False, name=str(path))
         dst = os.path.join(args.output, f'{path.stem}_{args.suffix}.png')
         if not cv2.imwrite(dst, out):
             raise OSError(f"could not write '{dst}'")
         written.append(dst)
-    return written
+    return written, skipped
 
 
 def main(argv=None):
@@ -102,11 +111,13 @@ def main(argv=None):
     from basicsr_ext.archs.weights import CheckpointMismatchError
     args = parse_args(argv)
     try:
-        written = run(args)
+        written, skipped = run(args)
     except (FileNotFoundError, ImageReadError, ImageTooSmallError, CheckpointMismatchError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
+        hint = ' (--on_bad_image skip skips unreadable inputs)' if isinstance(err, ImageReadError) else ''
+        print(f'error: {err}{hint}', file=sys.stderr)
         return 2
-    print(f'{len(written)} image(s) written to {args.output}')
+    print(f'{len(written)} image(s) written to {args.output}'
+          + (f'; {len(skipped)} unreadable image(s) skipped' if skipped else ''))
     return 0
 
 

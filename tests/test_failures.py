@@ -12,6 +12,7 @@ import sys
 import time
 
 import cv2
+import torch
 import yaml
 from skimage import data as skdata
 
@@ -272,3 +273,14 @@ def test_known_failure_messages_unwrap_the_worker_traceback():
                              "cannot decode image '/d/a.png': the file is empty\n")
     assert original_message(wrapped) == "cannot decode image '/d/a.png': the file is empty"
     assert original_message(ValueError('plain')) == 'plain'
+
+
+def test_out_of_memory_names_the_batch_the_patch_and_the_options_that_lower_them():
+    from basicsr_ext.failures import describe_failure
+    opt = {'datasets': {'train': {'batch_size_per_gpu': 48}}, 'degradation': {'gt_size': 256}}
+    text = describe_failure(torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB'), opt, 7)
+    assert text.startswith('Training stopped at iteration 7: out of GPU memory with batch_size_per_gpu 48 and '
+                           'patch size 256')
+    for option in ('datasets.train.batch_size_per_gpu', 'train.accumulate', 'train.amp: bf16', 'val.tile_size'):
+        assert option in text
+    assert describe_failure(RuntimeError('a bug'), opt, 7) is None  # unexpected: the caller keeps the traceback

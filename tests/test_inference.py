@@ -145,3 +145,21 @@ def test_image_too_small_for_the_window(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"error: {tmp_path / 'small.png'} is 6x20 (HxW) at the network input; SwinIR needs at least 8x8 "
         '(its window / pixel-unshuffle size); use a larger image')
+
+
+def test_an_unreadable_input_is_named_or_skipped_and_counted(setup, tmp_path, capsys):
+    tmp, script = setup
+    inp = tmp_path / 'in'
+    inp.mkdir()
+    cv2.imwrite(str(inp / 'good.png'), np.full((12, 12, 3), 128, np.uint8))
+    (inp / 'broken.png').write_text('not an image')
+    common = ['-o', str(tmp_path / 'out'), '--model', str(tmp / 'srresnet_x4.pth'), '--arch', str(tmp / 'arch.yml'),
+              '--no_progress']
+    assert script.main(['-i', str(inp), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot decode image '{inp / 'broken.png'}'" in err and '--on_bad_image skip' in err
+    assert script.main(['-i', str(inp), *common, '--on_bad_image', 'skip']) == 0
+    captured = capsys.readouterr()
+    assert f"skipped: cannot decode image '{inp / 'broken.png'}'" in captured.err
+    assert captured.out.strip() == f"1 image(s) written to {tmp_path / 'out'}; 1 unreadable image(s) skipped"
+    assert (tmp_path / 'out' / 'good_out.png').is_file()
