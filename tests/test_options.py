@@ -31,7 +31,7 @@ def test_demo_options_validate_and_fill_defaults(raw):
     assert opt['train']['optim_g']['lr'] == 5e-4
     assert opt['train']['warmup_iter'] == -1
     assert opt['logger']['use_tb_logger'] is False
-    assert opt['dist_params'] == {'backend': None, 'port': 29500, 'timeout': 1800}
+    assert opt['dist_params'] == {'backend': None, 'port': 29500, 'timeout': 600}
     assert opt['datasets']['train']['phase'] == 'train' and opt['datasets']['val']['phase'] == 'val'
     assert opt['datasets']['val']['scale'] == 4
 

@@ -7,10 +7,11 @@ message starts with the dotted location of the offending key, e.g.
 ``train.ema_decy: unknown key; did you mean 'ema_decay'?``.
 """
 import copy
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
+
+from .misc import did_you_mean
 
 REQUIRED = object()
 
@@ -57,8 +58,7 @@ class Field:
             return None
         value = coerce(value, self.type, where)
         if self.choices is not None and value not in self.choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ''
+            hint = did_you_mean(value, self.choices)
             raise OptionError(f'{where}: {value!r} is not one of {list(self.choices)}{hint}')
         if self.min is not None and value < self.min:
             raise OptionError(f'{where}: {value!r} is below the minimum {self.min}')
@@ -123,8 +123,7 @@ def coerce(value, typ, where):
 
 
 def unknown_key_error(key, valid, where):
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    hint = did_you_mean(key, valid) or f"; valid keys: {', '.join(sorted(valid))}"
     return OptionError(f'{join(where, key)}: unknown key{hint}')
 
 
