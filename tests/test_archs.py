@@ -121,29 +121,71 @@ def test_swinir_nearest_conv_x4():
 
 
 # ---------------------------------------------------------------- sites
-def expected_names(n_blocks, n_convs):
-    names = []
+def expected_names(n_blocks, n_convs, n_tail):
+    names = ['head.0']
     for i in range(n_blocks):
         names += [f'blocks.{i}.conv.{j}' for j in range(n_convs)] + [f'blocks.{i}']
-    return names + ['last_conv_input']
+    return names + [f'tail.{j}' for j in range(n_tail)] + ['last_conv_input']
 
 
-@pytest.mark.parametrize('arch, n_blocks, n_convs, block_ch, conv_ch, last_ch', [
-    ('msrresnet', 2, 2, 8, [8, 8], 8),
-    ('rrdb', 2, 15, 8, [4, 4, 4, 4, 8] * 3, 8),
-    ('swinir_pixelshuffledirect', 2, 1, 12, [12], 12),
-    ('swinir_pixelshuffle', 2, 1, 12, [12], 64),  # basicsr's pixelshuffle head is always 64 wide
-    ('han', 2, 4, 8, [8, 8, 8, 8], 8),
+@pytest.mark.parametrize('arch, n_blocks, n_convs, block_ch, conv_ch, tail_ch, last_ch', [
+    ('msrresnet', 2, 2, 8, [8, 8], [32, 32, 8], 8),  # upconv1, upconv2, conv_hr
+    ('rrdb', 2, 15, 8, [4, 4, 4, 4, 8] * 3, [8, 8, 8, 8], 8),  # conv_body, conv_up1, conv_up2, conv_hr
+    ('swinir_pixelshuffledirect', 2, 1, 12, [12], [12], 12),  # conv_after_body (the upsampling conv is the last)
+    # conv_after_body, conv_before_upsample, 2 upsampling convs; basicsr's pixelshuffle head is always 64 wide
+    ('swinir_pixelshuffle', 2, 1, 12, [12], [12, 64, 256, 256], 64),
+    ('han', 2, 4, 8, [8, 8, 8, 8], [8, 8, 8, 32, 32], 8),  # conv_after_body, lam_fuse, fuse, 2 upsampling convs
 ])
-def test_site_enumeration(arch, n_blocks, n_convs, block_ch, conv_ch, last_ch):
+def test_site_enumeration(arch, n_blocks, n_convs, block_ch, conv_ch, tail_ch, last_ch):
     net = tiny(arch, 4)
     sites = get_sites(net)
-    assert sites.names() == expected_names(n_blocks, n_convs)
+    assert sites.names() == expected_names(n_blocks, n_convs, len(tail_ch))
     assert [s.index for s in sites.blocks] == list(range(n_blocks))
     assert [s.index for s in sites.convs] == list(range(n_blocks * n_convs))
+    assert [s.index for s in sites.tail] == list(range(len(tail_ch)))
     assert all(s.num_channels() == block_ch for s in sites.blocks)
     assert all([s.num_channels() for s in row] == conv_ch for row in sites.block_convs)
+    assert [s.num_channels() for s in sites.tail] == tail_ch
+    assert sites.head[0].num_channels() == (12 if arch.startswith('swinir') else 8)
     assert sites.last_conv_input.num_channels() == last_ch
+    assert sites.all_convs == sites.head + sites.convs + sites.tail
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+@pytest.mark.parametrize('arch', ARCHS + ['swinir_nearest+conv'])
+def test_head_and_tail_sites_are_the_convs_outside_the_body(arch, scale):
+    """head.0 is conv_first; tail.* are the convs between the body and the last conv, in forward order."""
+    if arch == 'swinir_nearest+conv' and scale != 4:
+        pytest.skip("basicsr's nearest+conv upsampler is ×4 only")
+    net = tiny(arch, scale)
+    sites = get_sites(net)
+    assert [s.module for s in sites.head] == [net.conv_first]
+    upsampler = getattr(net, 'upsampler', None)
+    if arch == 'msrresnet':
+        expected = [net.upconv1] + ([net.upconv2] if scale == 4 else []) + [net.conv_hr]
+    elif arch == 'rrdb':
+        expected = [net.conv_body, net.conv_up1, net.conv_up2, net.conv_hr]
+    elif upsampler == 'pixelshuffle':
+        expected = [net.conv_after_body, net.conv_before_upsample[0]] + [m for m in net.upsample if
+                                                                          isinstance(m, torch.nn.Conv2d)]
+    elif upsampler == 'nearest+conv':
+        expected = [net.conv_after_body, net.conv_before_upsample[0], net.conv_up1, net.conv_up2, net.conv_hr]
+    elif upsampler == 'pixelshuffledirect':
+        expected = [net.conv_after_body]
+    else:  # han
+        expected = [net.conv_after_body, net.lam_fuse, net.fuse] + [m for m in net.upsample
+                                                                      if isinstance(m, torch.nn.Conv2d)]
+    assert [s.module for s in sites.tail] == expected
+    assert sites.last_conv_input.module not in [s.module for s in sites.tail]
+    assert [s.name for s in sites.select('tail.*')] == [f'tail.{j}' for j in range(len(expected))]
+    # the forward runs them in this order, after every body site and before the last conv
+    order = []
+    handles = [s.register_transform(lambda f, n=s.name: order.append(n) or f) for s in sites.all()]
+    with torch.no_grad():
+        net.eval()(torch.rand(1, 3, *LR))
+    for h in handles:
+        h.remove()
+    assert order == sites.names()
 
 
 def test_site_modules():

@@ -300,7 +300,7 @@ def test_script_downscale_and_max_images(setup, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- errors
-SITES_SRRESNET = 'MSRResNet has: blocks.0..1, blocks.<i>.conv.0..1, last_conv_input'
+SITES_SRRESNET = 'MSRResNet has: head.0, blocks.0..1, blocks.<i>.conv.0..1, tail.0..2, last_conv_input'
 
 
 def test_unknown_site(setup, tmp_path, capsys):
@@ -311,7 +311,7 @@ def test_unknown_site(setup, tmp_path, capsys):
     with pytest.raises(cm.SiteError) as err:
         cm.find_site(_net(SWINIR, 0), 'blocks.7')
     assert str(err.value) == ("unknown site 'blocks.7': SwinIR has no such site (did you mean 'blocks.1'?); "
-                              'SwinIR has: blocks.0..1, blocks.<i>.conv.0..0, last_conv_input')
+                              'SwinIR has: head.0, blocks.0..1, blocks.<i>.conv.0..0, tail.0, last_conv_input')
     assert _script().main(['--site', 'block.1', '-i', str(setup / 'lr'), '--network', str(setup / 'net.yml'),
                            '--ckpt', str(setup / 'a.pth'), '--out', str(tmp_path), '--no_progress']) == 2
     assert capsys.readouterr().err.strip() == f"error: model 'a': {message}"

@@ -161,7 +161,47 @@ def test_option_files_exist_for_every_configuration():
     methods = ('baseline', 'dropout', 'adaptive_dropout', 'eats', 'eco')
     expected = {f'{arch}/{m}_x{s}.yml' for arch in ('SRResNet', 'RRDB') for m in methods for s in (2, 4)}
     expected |= {f'{arch}/{m}_x4.yml' for arch in ('SwinIR', 'HAN_lite') for m in methods}
+    expected |= {f'{arch}/reflash_dropout_x{s}.yml' for arch in ('SRResNet', 'RRDB') for s in (2, 4)}
+    expected |= {f'RRDB/eats_ratio{r}_x4.yml' for r in (20, 40, 60, 80)} | {f'RRDB/eats_filters{k}_x4.yml' for k in (3, 5)}
     assert expected <= names, sorted(expected - names)
+
+
+def _option_file(name):
+    return yaml_load(ROOT / 'options' / 'train' / name)
+
+
+@pytest.mark.parametrize('arch, eats_p, kong_p', [('SRResNet', 0.5, 0.7), ('RRDB', 0.7, 0.5)])
+@pytest.mark.parametrize('scale', [2, 4])
+def test_option_files_follow_their_papers(arch, eats_p, kong_p, scale):
+    """EATS-table rows: the EATS text (Adam β2 0.999, its Dropout p); Reflash / AD rows: their authors' code."""
+    def betas(method):
+        return _option_file(f'{arch}/{method}_x{scale}.yml')['train']['optim_g']['betas']
+
+    def reg(method):
+        return _option_file(f'{arch}/{method}_x{scale}.yml')['train']['regularizers'][0]
+
+    for method in ('baseline', 'dropout', 'eats', 'eco'):
+        assert betas(method) == [0.9, 0.999], method
+    for method in ('adaptive_dropout', 'reflash_dropout'):
+        assert betas(method) == [0.9, 0.99], method
+    assert reg('dropout')['p'] == eats_p and reg('reflash_dropout')['p'] == kong_p
+    eats = reg('eats')
+    assert eats['layers'] == ['head.*', 'blocks.*.conv.*', 'tail.*'] and eats['num_filters'] == 1
+    assert reg('adaptive_dropout')['interval'] == 'auto'
+
+
+def test_eats_ablation_files_differ_from_eats_in_one_key():
+    base = _option_file('RRDB/eats_x4.yml')
+    for name, key, value in [(f'eats_ratio{r}', 'layer_ratio', r / 100) for r in (20, 40, 60, 80)] + [
+            (f'eats_filters{k}', 'num_filters', k) for k in (3, 5)]:
+        raw = _option_file(f'RRDB/{name}_x4.yml')
+        assert raw['name'] == f'RRDB_x4_{name}'
+        reg = raw['train']['regularizers'][0]
+        assert reg[key] == value
+        assert {k: v for k, v in reg.items() if k != key} == {k: v for k, v in base['train']['regularizers'][0].items()
+                                                               if k != key}
+        assert {k: v for k, v in raw.items() if k not in ('name', 'train')} == {k: v for k, v in base.items()
+                                                                               if k not in ('name', 'train')}
 
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=[os.path.relpath(p, ROOT / 'options' / 'train') for p in
@@ -174,6 +214,8 @@ def test_option_file_validates(path, tmp_path):
     opt = validate_options(raw)
     method = Path(path).stem.rsplit('_x', 1)[0]
     types = [r['type'] for r in opt['train']['regularizers']]
-    assert types == {'baseline': [], 'dropout': ['Dropout'], 'adaptive_dropout': ['AdaptiveDropout'],
-                     'eats': ['EATS'], 'eco': ['ECO']}[method]
+    if method.startswith('eats_'):  # the EATS ablations: eats_ratio<r>, eats_filters<k>
+        method = 'eats'
+    assert types == {'baseline': [], 'dropout': ['Dropout'], 'reflash_dropout': ['Dropout'],
+                     'adaptive_dropout': ['AdaptiveDropout'], 'eats': ['EATS'], 'eco': ['ECO']}[method]
     assert opt['scale'] == int(Path(path).stem.rsplit('_x', 1)[1])

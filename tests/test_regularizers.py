@@ -205,15 +205,31 @@ def capture_sites(net, sites):
 def test_eats_draws_are_seeded_distinct_and_respect_layer_ratio():
     net = tiny_rrdb()
     eats, = attach(net, {'type': 'EATS', 'layer_ratio': 0.5, 'num_pairs': 3})
-    assert [s.name for s in eats.layers] == [f'blocks.0.conv.{j}' for j in range(15)]
+    # all layers by default: head.0, 2 x 15 RDB convs, 4 tail convs = 35; the shallowest ceil(35 / 2) = 18
+    assert [s.name for s in eats.layers] == ['head.0'] + [f'blocks.0.conv.{j}' for j in range(15)] + [
+        'blocks.1.conv.0', 'blocks.1.conv.1']
     draws = {it: eats.draw_pairs(it) for it in range(1000)}
     assert draws[7] == eats.draw_pairs(7)  # a function of the iteration: ranks and resumes agree
     pairs = [p for ps in draws.values() for p in ps]
-    assert all(e != d for _, e, d in pairs)
-    assert {layer for layer, _, _ in pairs} == set(range(15))
-    assert eats.channels[:5] == [8, 8, 8, 8, 16]  # RDB convs 1-4 grow 8 channels, conv5 gives 16
-    assert all(0 <= e < eats.channels[layer] and 0 <= d < eats.channels[layer] for layer, e, d in pairs)
-    assert {e for layer, e, _ in pairs if layer == 4} == set(range(16))
+    assert all(len(e) == len(d) == 1 and e[0] != d[0] for _, e, d in pairs)
+    assert {layer for layer, _, _ in pairs} == set(range(18))
+    assert eats.channels[:6] == [16, 8, 8, 8, 8, 16]  # conv_first 16; RDB convs 1-4 grow 8 channels, conv5 gives 16
+    assert all(0 <= e[0] < eats.channels[layer] and 0 <= d[0] < eats.channels[layer] for layer, e, d in pairs)
+    assert {e[0] for layer, e, _ in pairs if layer == 5} == set(range(16))
+
+
+def test_eats_num_filters_draws_distinct_channels_in_one_layer():
+    eats, = attach(tiny_srresnet(), {'type': 'EATS', 'num_filters': 5, 'num_pairs': 2})
+    for it in range(200):
+        draws = eats.draw_pairs(it)
+        assert len(draws) == 2
+        for layer, erased, disruptors in draws:
+            assert len(erased) == len(disruptors) == 5
+            assert len(set(erased) | set(disruptors)) == 10  # no erased channel is a disruptor
+            assert all(0 <= c < eats.channels[layer] for c in erased + disruptors)
+    # one filter draws what the single-pair draw always drew: e uniform, d uniform among the others
+    one, = attach(tiny_srresnet(), {'type': 'EATS'})
+    assert all(len(e) == 1 for _, e, _ in one.draw_pairs(3))
 
 
 def test_eats_disrupted_pass_changes_only_the_erased_channel_and_downstream():
@@ -221,7 +237,7 @@ def test_eats_disrupted_pass_changes_only_the_erased_channel_and_downstream():
     eats, = attach(net, {'type': 'EATS'})
     sites = get_sites(net).all()
     x = torch.rand(2, 3, 8, 8)
-    layer, erased, disruptor = 2, 5, 11  # blocks.1.conv.0
+    layer, erased, disruptor = 3, 5, 11  # blocks.1.conv.0 (after head.0, blocks.0.conv.0, blocks.0.conv.1)
     seen, handles = capture_sites(net, sites)
     # the erase hook runs after the capture hooks, so read the erased feature where the next conv takes it
     consumer_inputs = []
@@ -575,14 +591,14 @@ def test_dropconnect_masks_weights_then_restores_them():
 @pytest.mark.parametrize('regularizers, message', [
     ([{'type': 'Dropout', 'sites': ['blocks.9']}],
      "train.regularizers[0].sites: Dropout needs site 'blocks.9', which MSRResNet lacks; MSRResNet has: "
-     'blocks.0..1, blocks.<i>.conv.0..1, last_conv_input'),
+     'head.0, blocks.0..1, blocks.<i>.conv.0..1, tail.0..2, last_conv_input'),
     ([{'type': 'EATS', 'layers': ['blocks.*.conv.2']}],
      "train.regularizers[0].layers: EATS needs site 'blocks.*.conv.2', which MSRResNet lacks; MSRResNet has: "
-     'blocks.0..1, blocks.<i>.conv.0..1, last_conv_input'),
-    ([{'type': 'Dropout', 'p': 0.7}, {'type': 'AdaptiveDropout'}],
-     'train.regularizers[1]: AdaptiveDropout cannot be combined with Dropout (train.regularizers[0])'),
+     'head.0, blocks.0..1, blocks.<i>.conv.0..1, tail.0..2, last_conv_input'),
     ([{'type': 'DropBlock'}, {'type': 'EATS'}, {'type': 'Dropout'}],
-     'train.regularizers[2]: Dropout cannot be combined with DropBlock (train.regularizers[0])'),
+     "train.regularizers[2]: Dropout and DropBlock both drop features at MSRResNet site 'last_conv_input'; two "
+     'dropouts on one feature are a different method from either, so give them disjoint sites '
+     '(train.regularizers[0])'),
     ([{'type': 'EATS'}, {'type': 'EATS'}], 'train.regularizers[1]: EATS cannot be combined with EATS '
      '(train.regularizers[0])'),
     ([{'type': 'Dropout', 'pp': 0.5}], "train.regularizers[0].pp: unknown key; did you mean 'p'?"),
@@ -591,7 +607,7 @@ def test_dropconnect_masks_weights_then_restores_them():
     ([{'type': 'Dropuot'}], "train.regularizers[0].type: unknown regularizer 'Dropuot'; did you mean 'Dropout'?"),
     ([{'type': 'DropConnect', 'sites': ['blocks.0']}],
      "train.regularizers[0].sites: DropConnect masks conv weights, but site 'blocks.0' of MSRResNet is a "
-     'ResidualBlockNoBN, not a Conv2d; use conv sites (blocks.*.conv.*) or last_conv_input'),
+     'ResidualBlockNoBN, not a Conv2d; use conv sites (head.*, blocks.*.conv.*, tail.*) or last_conv_input'),
     ([{'type': 'AdaptiveDropout', 'implicit': True, 'w_init': 1.0}],
      'train.regularizers[0].w_init: 1.0 must be in (0, 1) with implicit: true (w is a sigmoid, which never '
      'reaches 0 or 1)'),
@@ -605,7 +621,181 @@ def test_option_errors(tmp_path, regularizers, message):
 def test_option_defaults_are_filled(tmp_path):
     opt = validate_options(options(TINY_SRRESNET, [{'type': 'AdaptiveDropout'}, {'type': 'EATS'}], tmp_path))
     ad, eats = opt['train']['regularizers']
-    assert ad == {'type': 'AdaptiveDropout', 'p': 0.5, 'w_init': 0.3, 'interval': 20000, 'anneal_last': True,
-                  'w_mode': 'value', 'implicit': False, 'sites': ['blocks.*.conv.0', 'last_conv_input']}
-    assert eats == {'type': 'EATS', 'layers': ['blocks.*.conv.*'], 'layer_ratio': 1.0, 'num_pairs': 1,
-                    'loss_weight': 1.0, 'reuse_prefix': True, 'awaken_fraction': 1.0}
+    assert ad == {'type': 'AdaptiveDropout', 'p': 0.5, 'w_init': 0.3, 'interval': 20000, 'anneal_end': 0.68,
+                  'anneal_last': True, 'final': 'adaptive', 'final_p': None, 'w_mode': 'value', 'implicit': False,
+                  'sites': ['blocks.*.conv.0', 'last_conv_input']}
+    assert eats == {'type': 'EATS', 'layers': ['head.*', 'blocks.*.conv.*', 'tail.*'], 'layer_ratio': 1.0,
+                    'num_pairs': 1, 'num_filters': 1, 'loss_weight': 1.0, 'reuse_prefix': True,
+                    'awaken_fraction': 1.0}
+
+
+# ----------------------------------------------------------------------------- fidelity options (issue 12)
+def test_adaptive_dropout_vector_w_needs_implicit(tmp_path):
+    with pytest.raises(OptionError) as err:
+        validate_options(options(TINY_SRRESNET, [{'type': 'AdaptiveDropout', 'w_mode': 'vector'}], tmp_path))
+    assert str(err.value) == ("train.regularizers[0].w_mode: 'vector' needs implicit: true; with a fixed w every "
+                              'channel of a site gets w_init and the same schedule (annealing is per layer), which is '
+                              "w_mode: 'value'")
+    ok = validate_options(options(TINY_SRRESNET, [{'type': 'AdaptiveDropout', 'w_mode': 'vector', 'implicit': True}],
+                                  tmp_path))
+    assert ok['train']['regularizers'][0]['w_mode'] == 'vector'
+
+
+@pytest.mark.parametrize('implicit', [False, True])
+def test_adaptive_dropout_final_standard_keeps_plain_dropout(implicit):
+    net = tiny_srresnet()
+    ad, = attach(net, {'type': 'AdaptiveDropout', 'final': 'standard', 'final_p': 0.7, 'interval': 10,
+                       'implicit': implicit})
+    assert [s.name for s in ad.sites] == ['blocks.0.conv.0', 'blocks.1.conv.0', 'last_conv_input']
+    if implicit:  # no w for the final site: every parameter takes part in the loss (DDP)
+        assert len(ad.w_logits) == 2
+    x = torch.rand(128, 16, 4, 4) + 0.5
+    for it in (1, 15, 25, 10**6):
+        ad.on_iter_start(it)
+        assert [ad.annealed(k, it) for k in range(3)] == [it >= 10, it >= 20, False]
+        torch.manual_seed(it)
+        ratio = (ad.transform(x, 2) / x).flatten(2)
+        # plain Dropout2d(p = final_p): each channel of a sample is all 0 or all 1/(1 - 0.7), at every iteration
+        assert torch.allclose(ratio.amin(-1), ratio.amax(-1), atol=1e-5)
+        scales = ratio[..., 0]
+        assert torch.allclose(scales[scales > 0], torch.tensor(1 / 0.3), rtol=1e-5)
+        assert abs((scales == 0).float().mean().item() - 0.7) < 0.04
+    with pytest.raises(ValueError, match='keeps plain dropout'):
+        ad.site_weight(2)
+    # final_p defaults to p, and an annealed blend site is the identity
+    ad2, = attach(tiny_srresnet(), {'type': 'AdaptiveDropout', 'final': 'standard', 'p': 0.4, 'interval': 10})
+    assert ad2.final_p == 0.4
+    ad2.on_iter_start(100)
+    assert torch.equal(ad2.transform(x, 0), x)
+    # the blended sites are unchanged by the final site's mode
+    adaptive, = attach(tiny_srresnet(), {'type': 'AdaptiveDropout', 'p': 0.4, 'interval': 10})
+    for it in (1, 15):
+        adaptive.on_iter_start(it)
+        ad2.on_iter_start(it)
+        torch.manual_seed(0)
+        a = adaptive.transform(x, 1)
+        torch.manual_seed(0)
+        assert torch.equal(a, ad2.transform(x, 1))
+
+
+def test_adaptive_dropout_interval_auto():
+    from basicsr_ext.regularizers.adaptive_dropout import auto_interval
+    # the official setting: 17 sites, 500k iterations -> the code's 20k (last switch at 340k)
+    assert auto_interval(500000, 17) == 20000
+    assert auto_interval(500000, 7) == 48571  # SwinIR / HAN-lite: 6 blocks + last, finishing at 340k too
+    assert auto_interval(10, 17) == 1 and auto_interval(100, 0) == 0
+    for final, anneal_last, annealed in (('adaptive', True, 3), ('adaptive', False, 2), ('standard', True, 2)):
+        ad, = attach(tiny_srresnet(), {'type': 'AdaptiveDropout', 'interval': 'auto', 'final': final,
+                                       'anneal_last': anneal_last}, total_iter=1000)
+        assert ad.num_annealed == annealed
+        assert ad.interval == int(0.68 * 1000 / annealed)  # 226 or 340
+        switches = [min(it for it in range(1001) if ad.annealed(k, it)) if k < annealed else None for k in range(3)]
+        assert switches == [ad.interval * (k + 1) if k < annealed else None for k in range(3)]
+        assert switches[annealed - 1] <= 680
+    ad, = attach(tiny_srresnet(), {'type': 'AdaptiveDropout', 'interval': 'auto', 'anneal_end': 0.5}, total_iter=600)
+    assert ad.interval == 100
+
+
+def test_adaptive_dropout_interval_rejects_other_strings(tmp_path):
+    with pytest.raises(OptionError) as err:
+        validate_options(options(TINY_SRRESNET, [{'type': 'AdaptiveDropout', 'interval': 'fast'}], tmp_path))
+    assert str(err.value) == "train.regularizers[0].interval: 'fast' must be an integer >= 0 or 'auto'"
+
+
+def test_dropout_and_adaptive_dropout_on_disjoint_sites(tmp_path):
+    regs = [{'type': 'AdaptiveDropout', 'sites': ['blocks.*.conv.0']}, {'type': 'Dropout', 'p': 0.7}]
+    model = make_model(options(TINY_SRRESNET, regs, tmp_path))
+    ad, drop = model.regularizers
+    assert [s.name for s in ad.sites] == ['blocks.0.conv.0', 'blocks.1.conv.0']
+    assert [s.name for s in drop.sites] == ['last_conv_input']
+    model.feed_data({'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 32, 32)}, 1)
+    model.optimize_parameters(1)
+    assert model.log_dict['l_pix'] > 0
+    for overlapping, site in (([{'type': 'Dropout', 'p': 0.7}, {'type': 'AdaptiveDropout'}], " 'last_conv_input'"),
+                              ([{'type': 'Dropout', 'sites': ['blocks.*.conv.0']},
+                                {'type': 'AdaptiveDropout', 'sites': ['blocks.*.conv.*']}],
+                               "s 'blocks.0.conv.0', 'blocks.1.conv.0'")):
+        with pytest.raises(OptionError) as err:
+            validate_options(options(TINY_SRRESNET, overlapping, tmp_path))
+        assert str(err.value) == (f'train.regularizers[1]: AdaptiveDropout and Dropout both drop features at '
+                                  f'MSRResNet site{site}; two dropouts on one feature are a different method from '
+                                  'either, so give them disjoint sites (train.regularizers[0])')
+
+
+@pytest.mark.filterwarnings('ignore:torch.meshgrid')
+@pytest.mark.parametrize('arch', ['SRResNet', 'RRDB', 'SwinIR', 'HAN'])
+def test_eats_default_is_every_layer(arch):
+    from basicsr.archs import build_network
+    from test_regularizer_matrix import ARCHS
+    net = build_network(dict(ARCHS[arch]))
+    sites = get_sites(net)
+    eats, = attach(net, {'type': 'EATS'})
+    expected = sites.head + sites.convs + sites.tail
+    assert [(s.name, s.module) for s in eats.layers] == [(s.name, s.module) for s in expected]
+    assert eats.layers[0].module is net.conv_first and eats.layers[-1].module is sites.tail[-1].module
+    assert len(sites.tail) >= 1 and sites.last_conv_input.module not in [s.module for s in eats.layers]
+    body, = attach(build_network(dict(ARCHS[arch])), {'type': 'EATS', 'layers': ['blocks.*.conv.*']})
+    assert [s.name for s in body.layers] == [s.name for s in sites.convs]
+
+
+def erased_by_weight_copy(plain, net, site, erased, disruptors):
+    """An independent disrupted network: a copy of ``plain`` in which the conv of ``site`` (a site of ``net``,
+    ``plain``'s twin) has filters ``erased`` replaced by filters ``disruptors`` (kernel and bias)."""
+    path = next(name for name, m in net.named_modules() if m is site.module)
+    twin = copy.deepcopy(plain)
+    conv = twin.get_submodule(path)
+    with torch.no_grad():
+        for e, d in zip(erased, disruptors):
+            conv.weight[e] = conv.weight[d]
+            conv.bias[e] = conv.bias[d]
+    return twin
+
+
+@pytest.mark.parametrize('make_net', [tiny_srresnet, tiny_rrdb], ids=['SRResNet', 'RRDB'])
+def test_eats_k_filters_in_one_pass_equal_an_independent_forward(make_net):
+    torch.manual_seed(11)
+    x = torch.rand(2, 3, 8, 8)
+    net = make_net().train()
+    with torch.no_grad():  # larger weights than the 0.1-scaled init, so every erase visibly changes the output
+        for param in net.parameters():
+            param.normal_(0, 0.2)
+    plain = copy.deepcopy(net)
+    eats, = attach(net, {'type': 'EATS', 'num_filters': 3})
+    last_calls = []
+    net.conv_last.register_forward_hook(lambda m, a, o: last_calls.append(1))
+    names = [s.name for s in eats.layers]
+    for layer in (0, names.index('blocks.1.conv.0'), len(names) - 1):  # head, body, tail
+        erased, disruptors = (1, 4, 6), (0, 7, 2)
+        twin = erased_by_weight_copy(plain, net, eats.layers[layer], erased, disruptors)
+        with torch.no_grad():
+            expected = twin(x)
+            full = eats.disrupted_forward(net, x, layer, erased, disruptors, replay=False)
+            eats.pairs = [(layer, erased, disruptors)]
+            eats._start_recording(net)
+            net(x)
+            eats.tape.stop()
+            replayed = eats.disrupted_forward(net, x, layer, erased, disruptors, replay=True)
+            eats._release()
+        assert torch.allclose(full, expected, atol=1e-6), names[layer]
+        assert torch.allclose(replayed, expected, atol=1e-6), names[layer]
+        assert (expected - plain(x)).abs().max() > 1e-3, names[layer]
+    # through the regularizer: one disrupted pass per iteration, whatever the filter count
+    eats.seed = 0
+    ctx = SimpleNamespace(net=net, lq=x, gt=None, iteration=5, seed=0)
+    eats.transform_batch(ctx)
+    (layer, erased, disruptors), = eats.pairs
+    assert len(erased) == 3
+    last_calls.clear()
+    out = net(x)
+    l_awa = eats.extra_losses(ctx, out)['l_awa']
+    assert len(last_calls) == 2  # the normal pass and a single disrupted pass
+    twin = erased_by_weight_copy(plain, net, eats.layers[layer], erased, disruptors)
+    target = F.interpolate(x, scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
+    assert torch.allclose(l_awa, F.l1_loss(twin(x), target), atol=1e-6)
+
+
+def test_eats_num_filters_needs_enough_channels(tmp_path):
+    with pytest.raises(OptionError) as err:
+        validate_options(options(TINY_SRRESNET, [{'type': 'EATS', 'num_filters': 9}], tmp_path))
+    assert str(err.value) == ("train.regularizers[0].layers: EATS with num_filters 9 needs 18 channels per layer, "
+                              "but MSRResNet's 'head.0' has 16")

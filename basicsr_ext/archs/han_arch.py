@@ -30,7 +30,7 @@ from basicsr.archs.rcan_arch import ResidualGroup
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from .sites import build_sites
+from .sites import build_sites, convs_in
 from .spec import register_arch_spec
 
 # Constructor arguments of the two reference configurations (scale is passed separately
@@ -173,4 +173,7 @@ class HAN(nn.Module):
 def han_sites(net):
     groups = list(net.body)
     convs = [[conv for rcab in g.residual_group for conv in (rcab.rcab[0], rcab.rcab[2])] for g in groups]
-    return build_sites('HAN', groups, convs, net.conv_last)
+    # tail, in forward order: the trunk conv, the LAM fusion conv (CSAM's gate is a 1-channel Conv3d, not a
+    # site; it runs first), the fusion conv and the upsampler's convs
+    tail = convs_in(net.conv_after_body, net.lam_fuse, net.fuse, net.upsample)
+    return build_sites('HAN', groups, convs, net.conv_last, head=[net.conv_first], tail=tail)

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .sites import build_sites
+from .sites import build_sites, convs_in
 from .spec import register_arch_spec
 
 
@@ -42,4 +42,6 @@ def rrdbnet_input_multiple(net):
 def rrdbnet_sites(net):
     blocks = list(net.body)
     convs = [[getattr(rdb, f'conv{k}') for rdb in (b.rdb1, b.rdb2, b.rdb3) for k in range(1, 6)] for b in blocks]
-    return build_sites(type(net).__name__, blocks, convs, net.conv_last)
+    # tail: the trunk conv closing the body, the two upsampling convs and the HR conv
+    tail = convs_in(net.conv_body, net.conv_up1, net.conv_up2, net.conv_hr)
+    return build_sites(type(net).__name__, blocks, convs, net.conv_last, head=[net.conv_first], tail=tail)

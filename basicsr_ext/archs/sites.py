@@ -6,11 +6,17 @@ framework declares a sites function (``net -> ArchSites``) in its :class:`~.spec
 registered next to the arch (``*_arch.py``), not inside the arch class, so basicsr's own
 classes work unchanged.
 
-Site names (shallow to deep):
+Site names (shallow to deep, the order of :meth:`ArchSites.all`):
 
+* ``head.<j>``             output of the j-th convolution before the body (``conv_first``);
 * ``blocks.<i>``           output of the i-th body block (residual block, RRDB, RSTB, group);
 * ``blocks.<i>.conv.<j>``  output of the j-th convolution inside block i;
+* ``tail.<j>``             output of the j-th convolution between the body and the last conv: the
+  trunk-closing conv, fusion convs, the upsampler's convs and the HR conv, in the order the forward
+  runs them (the last conv itself, whose output is the image, is not a site);
 * ``last_conv_input``      the input of the final convolution (Kong et al.'s dropout position).
+
+Convolution sites (head, block convs, tail) are read before any activation.
 
 A feature transform always sees an NCHW tensor. For token layouts (SwinIR's
 ``(B, H*W, C)`` with ``x_size=(H, W)`` passed as the second positional argument) the
@@ -18,8 +24,8 @@ site reshapes to NCHW and back, so a "channel" of a token tensor is one embeddin
 dimension across all tokens of the image.
 """
 import fnmatch
-from dataclasses import dataclass
-from typing import Callable, List
+from dataclasses import dataclass, field
+from typing import Callable, List, Sequence
 
 import torch
 from torch import nn
@@ -27,7 +33,7 @@ from torch import nn
 from ..utils.misc import unwrap
 from .spec import arch_spec, supported_archs
 
-BLOCK, CONV, LAST_CONV_INPUT = 'block', 'conv', 'last_conv_input'
+BLOCK, CONV, HEAD, TAIL, LAST_CONV_INPUT = 'block', 'conv', 'head', 'tail', 'last_conv_input'
 
 def tokens_to_nchw(tokens, x_size):
     b, _, c = tokens.shape
@@ -98,16 +104,25 @@ class ArchSites:
     blocks: List[Site]
     block_convs: List[List[Site]]
     last_conv_input: Site
+    head: List[Site] = field(default_factory=list)  # convs before the body
+    tail: List[Site] = field(default_factory=list)  # convs between the body and the last conv
 
     @property
     def convs(self) -> List[Site]:
+        """The convolutions inside the body blocks (not head or tail)."""
         return [s for convs in self.block_convs for s in convs]
 
+    @property
+    def all_convs(self) -> List[Site]:
+        """Every convolution site, shallow to deep: head, body convs, tail."""
+        return self.head + self.convs + self.tail
+
     def all(self) -> List[Site]:
-        out = []
+        out = list(self.head)
         for block, convs in zip(self.blocks, self.block_convs):
             out.extend(convs)
             out.append(block)
+        out.extend(self.tail)
         out.append(self.last_conv_input)
         return out
 
@@ -128,22 +143,33 @@ class ArchSites:
         return matched
 
 
+def _index_range(prefix, count):
+    return f'{prefix}.0' if count == 1 else f'{prefix}.0..{count - 1}'
+
+
 def describe_names(names):
-    """Compact listing: 'blocks.0..15, blocks.0..15.conv.0..1, last_conv_input'."""
+    """Compact listing: 'head.0, blocks.0..15, blocks.<i>.conv.0..1, tail.0..2, last_conv_input'."""
     blocks = [n for n in names if n.startswith('blocks.') and n.count('.') == 1]
     convs = sorted({n.split('.', 2)[2] for n in names if '.conv.' in n})
+    counts = {prefix: sum(n.startswith(prefix + '.') for n in names) for prefix in (HEAD, TAIL)}
     parts = []
+    if counts[HEAD]:
+        parts.append(_index_range(HEAD, counts[HEAD]))
     if blocks:
         parts.append(f'blocks.0..{len(blocks) - 1}')
     if convs:
         js = sorted(int(c.split('.')[1]) for c in convs)
         parts.append(f'blocks.<i>.conv.{js[0]}..{js[-1]}')
-    parts.extend(n for n in names if not n.startswith('blocks.'))
+    if counts[TAIL]:
+        parts.append(_index_range(TAIL, counts[TAIL]))
+    parts.extend(n for n in names if not n.startswith(('blocks.', HEAD + '.', TAIL + '.')))
     return ', '.join(parts)
 
 
-def build_sites(arch_name, blocks, block_convs, last_conv, layout='nchw') -> ArchSites:
-    """Assemble ArchSites from modules: blocks (shallow first), the convs of each block, the last conv."""
+def build_sites(arch_name, blocks, block_convs, last_conv, layout='nchw', head: Sequence[nn.Module] = (),
+                tail: Sequence[nn.Module] = ()) -> ArchSites:
+    """Assemble ArchSites from modules: the head convs, blocks (shallow first), the convs of each block,
+    the tail convs (in forward order) and the last conv."""
     block_sites, conv_sites = [], []
     conv_index = 0
     for i, (block, convs) in enumerate(zip(blocks, block_convs)):
@@ -154,7 +180,14 @@ def build_sites(arch_name, blocks, block_convs, last_conv, layout='nchw') -> Arc
             conv_index += 1
         conv_sites.append(row)
     last = Site(LAST_CONV_INPUT, last_conv, LAST_CONV_INPUT, 0)
-    return ArchSites(arch_name, block_sites, conv_sites, last)
+    head_sites = [Site(f'{HEAD}.{j}', conv, HEAD, j) for j, conv in enumerate(head)]
+    tail_sites = [Site(f'{TAIL}.{j}', conv, TAIL, j) for j, conv in enumerate(tail)]
+    return ArchSites(arch_name, block_sites, conv_sites, last, head=head_sites, tail=tail_sites)
+
+
+def convs_in(*modules) -> List[nn.Module]:
+    """The Conv2d modules of ``modules`` (each a conv, a container of convs, or None), in order."""
+    return [m for module in modules if module is not None for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
 def get_sites(net: nn.Module) -> ArchSites:

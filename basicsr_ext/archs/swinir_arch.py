@@ -20,7 +20,7 @@ from torch import nn
 
 from ..utils.misc import unwrap
 
-from .sites import build_sites
+from .sites import build_sites, convs_in
 from .spec import register_arch_spec
 
 _COMMON = dict(
@@ -64,4 +64,15 @@ def swinir_sites(net):
     layers = list(net.layers)
     # RSTB.conv is one Conv2d ('1conv') or a Sequential of three ('3conv'); it runs on NCHW
     convs = [[m for m in layer.conv.modules() if isinstance(m, nn.Conv2d)] for layer in layers]
-    return build_sites('SwinIR', layers, convs, _last_conv(net), layout='tokens')
+    return build_sites('SwinIR', layers, convs, _last_conv(net), layout='tokens', head=[net.conv_first],
+                       tail=_tail_convs(net))
+
+
+def _tail_convs(net):
+    # the convs that run after the RSTBs and before the last conv, in forward order
+    if net.upsampler == 'pixelshuffle':
+        return convs_in(net.conv_after_body, net.conv_before_upsample, net.upsample)
+    if net.upsampler == 'nearest+conv':
+        return convs_in(net.conv_after_body, net.conv_before_upsample, net.conv_up1, getattr(net, 'conv_up2', None),
+                        net.conv_hr)
+    return convs_in(net.conv_after_body)  # 'pixelshuffledirect' (its one upsampling conv is the last) and ''

@@ -3,7 +3,7 @@ import importlib
 import os
 from os import path as osp
 
-from .base import REGULARIZER_REGISTRY, Regularizer, StepContext
+from .base import REGULARIZER_REGISTRY, Regularizer, StepContext, combination_error
 
 _folder = osp.dirname(osp.abspath(__file__))
 _modules = [
@@ -22,4 +22,4 @@ def build_regularizers(reg_opts, sites, total_iter, network_opt=None):
     return regs
 
 
-__all__ = ['REGULARIZER_REGISTRY', 'Regularizer', 'StepContext', 'build_regularizers']
+__all__ = ['REGULARIZER_REGISTRY', 'Regularizer', 'StepContext', 'build_regularizers', 'combination_error']

@@ -23,7 +23,7 @@ The model keeps the regularizers beside the network in one training wrapper
 are optimised and synchronised like any other while ``params`` stays the bare network.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from basicsr.utils.registry import Registry
@@ -58,6 +58,8 @@ class Regularizer(nn.Module):
     OPTIONS: Dict[str, Field] = {}
     #: names of regularizer types this one cannot be combined with
     INCOMPATIBLE: Tuple[str, ...] = ()
+    #: drops features at its sites: two such regularizers may be combined only on disjoint sites
+    DROPS_FEATURES: bool = False
 
     def __init__(self, opt: dict, sites, total_iter: int, network_opt: Optional[dict] = None):
         super().__init__()
@@ -71,6 +73,11 @@ class Regularizer(nn.Module):
         check_site_patterns(cls.__name__, opt.get('sites'), sites, where, 'sites')
 
     @classmethod
+    def feature_sites(cls, opt: dict, sites) -> List[str]:
+        """Names of the sites whose features this entry rewrites (default: none)."""
+        return []
+
+    @classmethod
     def check_options(cls, opt: dict, full_opt: dict, where: str):
         """Raise OptionError if ``opt`` does not fit the rest of the options (data, degradation). Default: no check."""
 
@@ -82,6 +89,27 @@ class Regularizer(nn.Module):
 
     def extra_losses(self, ctx: StepContext, output: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {}
+
+
+def combination_error(cls, opt, other_cls, other_opt, sites) -> Optional[str]:
+    """Why two validated entries (``other`` listed first) cannot be combined, or None.
+
+    The same type twice and pairs named in ``INCOMPATIBLE`` are rejected outright; two regularizers
+    that drop features (``DROPS_FEATURES``) are rejected only when their sites overlap, since stacking two
+    dropouts on one feature is a different method from either.
+    """
+    name, other = cls.__name__, other_cls.__name__
+    if name == other or other in cls.INCOMPATIBLE or name in other_cls.INCOMPATIBLE:
+        return f'{name} cannot be combined with {other}'
+    if cls.DROPS_FEATURES and other_cls.DROPS_FEATURES:
+        mine = cls.feature_sites(opt, sites)
+        shared = [s for s in other_cls.feature_sites(other_opt, sites) if s in mine]
+        if shared:
+            listed = ', '.join(f"'{s}'" for s in shared)
+            return (f'{name} and {other} both drop features at {sites.arch} site{"s" if len(shared) > 1 else ""} '
+                    f'{listed}; two dropouts on one feature are a different method from either, so give them '
+                    'disjoint sites')
+    return None
 
 
 def check_site_patterns(name, patterns, sites, where, key):

@@ -21,7 +21,7 @@ class DropBlock(SiteTransformRegularizer):
         'block_size': Field(int, 7, min=1, doc='side of the dropped squares, in feature pixels'),
         'sites': sites_field(['last_conv_input']),
     }
-    INCOMPATIBLE = ('Dropout', 'AdaptiveDropout')
+    DROPS_FEATURES = True
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)

@@ -18,7 +18,8 @@ class DropConnect(Regularizer):
     Inverted scaling makes the eval-mode conv the plain one (the paper's Gaussian moment
     matching at inference is not used). Biases are kept.
 
-    A conv site (``blocks.<i>.conv.<j>``) masks that conv; ``last_conv_input`` masks the last conv.
+    A conv site (``head.<j>``, ``blocks.<i>.conv.<j>``, ``tail.<j>``) masks that conv; ``last_conv_input``
+    masks the last conv.
     """
     OPTIONS = {
         'p': drop_probability_field(0.5, 'probability of dropping a weight (the paper\'s 0.5)'),
@@ -32,7 +33,7 @@ class DropConnect(Regularizer):
             if not isinstance(site.module, nn.Conv2d):
                 raise OptionError(f"{where}.sites: DropConnect masks conv weights, but site '{site.name}' of "
                                   f'{sites.arch} is a {type(site.module).__name__}, not a Conv2d; use conv sites '
-                                  '(blocks.*.conv.*) or last_conv_input')
+                                  '(head.*, blocks.*.conv.*, tail.*) or last_conv_input')
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from ..utils.schema import Field
 from .base import REGULARIZER_REGISTRY
-from .site_transform import SiteTransformRegularizer, channel_keep_mask, drop_probability_field, sites_field
+from .site_transform import SiteTransformRegularizer, channel_dropout, drop_probability_field, sites_field
 
 
 @REGULARIZER_REGISTRY.register()
@@ -15,11 +15,12 @@ class Dropout(SiteTransformRegularizer):
     expected feature is unchanged and the eval-mode network needs no rescaling.
     """
     OPTIONS = {
-        'p': drop_probability_field(0.5, 'probability of dropping (paper: 0.7 for SRResNet, 0.5 for RRDB)'),
+        'p': drop_probability_field(0.5, 'probability of dropping (Kong et al.\'s code: 0.7 SRResNet, 0.5 RRDB; '
+                                    'the EATS paper: 0.5 SRResNet, 0.7 RRDB)'),
         'channel_wise': Field(bool, True, doc='drop whole channels (Dropout2d); false: single elements'),
         'sites': sites_field(['last_conv_input']),
     }
-    INCOMPATIBLE = ('AdaptiveDropout', 'DropBlock')
+    DROPS_FEATURES = True
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
@@ -29,7 +30,7 @@ class Dropout(SiteTransformRegularizer):
     def transform(self, feat, site_index):
         if not self.channel_wise:
             return F.dropout(feat, self.p, training=True)
-        return feat * channel_keep_mask(feat, self.p).div_(1 - self.p)
+        return channel_dropout(feat, self.p)
 
     def extra_repr(self):
         return f'p={self.p}, channel_wise={self.channel_wise}, {super().extra_repr()}'

@@ -1,9 +1,12 @@
 """EATS, the Erase-and-Awaken Training Strategy (OpenReview my0RqY48xz; no public code, see docs/methods.md §4).
 
-Each training iteration draws a layer l among the participating sites and two distinct
-channels of it, e (erased) and d (disruptor). The disrupted network f_θ' is the same
-network with channel e of layer l's output replaced by a copy of channel d. The awakening
-loss pulls its output towards plain bicubic upsampling,
+Each training iteration draws a layer l among the participating sites (by default every
+conv of the network but the last: head, body and tail, the paper's "all layers") and two
+distinct channels of it, e (erased) and d (disruptor). The disrupted network f_θ' is the
+same network with channel e of layer l's output replaced by a copy of channel d. With
+``num_filters: k``, k such pairs (2k distinct channels) are erased in the same layer in the
+same pass (the paper's filter-count ablation). The awakening loss pulls its output towards
+plain bicubic upsampling,
 
     L_awa = L1(f_θ'(LR), bicubic↑(LR)),   total = L_pix + loss_weight · L_awa,
 
@@ -207,14 +210,28 @@ def detach_tape(attached):
 
 
 # ----------------------------------------------------------------------------- the regularizer
+#: every conv whose output is a feature: the convs before the body, inside it and after it (not the last conv)
+ALL_LAYERS = ['head.*', 'blocks.*.conv.*', 'tail.*']
+#: the body convs only (this framework's default before the head and tail sites existed)
+BODY_LAYERS = ['blocks.*.conv.*']
+
+
+def _channel_list(channels):
+    return [int(channels)] if isinstance(channels, int) else [int(c) for c in channels]
+
+
 @REGULARIZER_REGISTRY.register()
 class EATS(Regularizer):
     """Awakening loss on a second pass in which one channel of one layer is overwritten by another."""
     OPTIONS = {
-        'layers': sites_field(['blocks.*.conv.*'], doc='participating layers (site patterns); default every body conv'),
+        'layers': sites_field(ALL_LAYERS, doc="participating layers (site patterns); default every conv but the "
+                              "last (head, body, tail); ['blocks.*.conv.*']: the body convs only"),
         'layer_ratio': Field(float, 1.0, min=0.0, max=1.0,
                              doc='keep the shallowest ceil(ratio·L) of the L participating layers'),
-        'num_pairs': Field(int, 1, min=1, doc='disrupted passes per iteration, each with its own layer and channels'),
+        'num_pairs': Field(int, 1, min=1, doc='disrupted passes per iteration, each with its own layer and channels; '
+                           'L_awa is their mean'),
+        'num_filters': Field(int, 1, min=1, doc='(erased, disruptor) channel pairs erased together in the one '
+                             'layer of a disrupted pass (the paper: 1; its ablation: 1-5)'),
         'loss_weight': Field(float, 1.0, min=0.0, doc='λ of the awakening loss'),
         'reuse_prefix': Field(bool, True,
                               doc='reuse the normal pass before the erased layer (exact); false: full second pass'),
@@ -229,10 +246,11 @@ class EATS(Regularizer):
         for key in ('layer_ratio', 'awaken_fraction'):
             if opt[key] <= 0:
                 raise OptionError(f"{where}.{key}: {opt[key]!r} must be in (0, 1]")
+        need = 2 * opt['num_filters']
         for site in resolve_sites(sites, opt['layers']):
-            if site.num_channels() < 2:
-                raise OptionError(f"{where}.layers: EATS needs two channels per layer, but {sites.arch}'s "
-                                  f"'{site.name}' has {site.num_channels()}")
+            if site.num_channels() < need:
+                raise OptionError(f"{where}.layers: EATS with num_filters {opt['num_filters']} needs {need} channels "
+                                  f"per layer, but {sites.arch}'s '{site.name}' has {site.num_channels()}")
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
@@ -240,6 +258,7 @@ class EATS(Regularizer):
         self.layers = layers[:max(1, math.ceil(opt['layer_ratio'] * len(layers)))]
         self.channels = [site.num_channels() for site in self.layers]
         self.num_pairs = opt['num_pairs']
+        self.num_filters = opt['num_filters']
         self.loss_weight = opt['loss_weight']
         self.reuse_prefix = opt['reuse_prefix']
         self.awaken_fraction = opt['awaken_fraction']
@@ -249,19 +268,24 @@ class EATS(Regularizer):
         self._attached = []
 
     def draw_pairs(self, current_iter):
-        """``num_pairs`` triples (layer index, erased channel, disruptor channel) for this iteration.
+        """``num_pairs`` draws (layer index, erased channels, disruptor channels) for this iteration.
 
-        Drawn from a generator seeded by (seed, iteration) only, so every DDP rank draws the
-        same and a resumed run draws what the uninterrupted one would have.
+        Each draw erases ``num_filters`` channels of one layer, each overwritten by its own disruptor;
+        the 2·num_filters channels are distinct (erased e_i and disruptor d_i are drawn in turn, uniformly
+        among the channels not drawn yet), so no erased channel is copied from another erased one.
+        Drawn from a generator seeded by (seed, iteration) only, so every DDP rank draws the same and
+        a resumed run draws what the uninterrupted one would have.
         """
         gen = torch.Generator().manual_seed(sample_seed('EATS', self.seed, current_iter))
         pairs = []
         for _ in range(self.num_pairs):
             layer = int(torch.randint(len(self.layers), (), generator=gen))
-            channels = self.channels[layer]
-            erased = int(torch.randint(channels, (), generator=gen))
-            disruptor = int(torch.randint(channels - 1, (), generator=gen))
-            pairs.append((layer, erased, disruptor + (disruptor >= erased)))
+            free = list(range(self.channels[layer]))
+            erased, disruptors = [], []
+            for _ in range(self.num_filters):
+                erased.append(free.pop(int(torch.randint(len(free), (), generator=gen))))
+                disruptors.append(free.pop(int(torch.randint(len(free), (), generator=gen))))
+            pairs.append((layer, tuple(erased), tuple(disruptors)))
         return pairs
 
     def transform_batch(self, ctx):
@@ -305,17 +329,23 @@ class EATS(Regularizer):
         return max(1, math.ceil(self.awaken_fraction * batch))
 
     def disrupted_forward(self, root, lq, layer, erased, disruptor, replay=True, keep=None):
-        """f_θ'(lq[:keep]): ``root`` with channel ``erased`` of layer ``layer``'s output replaced by ``disruptor``.
+        """f_θ'(lq[:keep]): ``root`` with channel(s) ``erased`` of layer ``layer``'s output replaced by ``disruptor``.
 
-        With ``replay``, ``lq`` must be the batch of the recorded normal pass.
+        ``erased`` and ``disruptor`` are channel indices or equal-length sequences of them (erased[i] takes
+        a copy of disruptor[i]; no erased channel may be a disruptor). With ``replay``, ``lq`` must be the
+        batch of the recorded normal pass.
         """
         batch = lq.shape[0]
         keep = batch if keep is None else keep
         site = self.layers[layer]
+        erased, disruptor = _channel_list(erased), _channel_list(disruptor)
+        if len(erased) != len(disruptor) or set(erased) & set(disruptor) or len(set(erased)) != len(erased):
+            raise ValueError(f'EATS: erased channels {erased} and disruptors {disruptor} must pair up one to one, '
+                             'with no erased channel among the disruptors')
 
         def erase(feat):
-            return torch.index_copy(feat, 1, torch.tensor([erased], device=feat.device),
-                                    feat[:, disruptor:disruptor + 1])
+            return torch.index_copy(feat, 1, torch.tensor(erased, device=feat.device),
+                                    feat[:, torch.tensor(disruptor, device=feat.device)])
 
         handle = site.register_transform(erase)
         try:
@@ -329,5 +359,6 @@ class EATS(Regularizer):
 
     def extra_repr(self):
         return (f'layers={len(self.layers)} ({self.layers[0].name} .. {self.layers[-1].name}), '
-                f'num_pairs={self.num_pairs}, loss_weight={self.loss_weight}, reuse_prefix={self.reuse_prefix}, '
+                f'num_pairs={self.num_pairs}, num_filters={self.num_filters}, loss_weight={self.loss_weight}, '
+                f'reuse_prefix={self.reuse_prefix}, '
                 f'awaken_fraction={self.awaken_fraction}')

@@ -41,6 +41,11 @@ def channel_keep_mask(feat, p):
     return torch.empty(feat.shape[0], feat.shape[1], 1, 1, dtype=feat.dtype, device=feat.device).bernoulli_(1 - p)
 
 
+def channel_dropout(feat, p):
+    """Dropout2d in training: whole channels of a sample zeroed with probability p, survivors scaled by 1/(1-p)."""
+    return feat * channel_keep_mask(feat, p).div_(1 - p)
+
+
 class SiteTransformRegularizer(Regularizer):
     """A regularizer that rewrites the feature at each of its sites, in training mode only.
 
@@ -53,6 +58,10 @@ class SiteTransformRegularizer(Regularizer):
         super().__init__(opt, sites, total_iter, network_opt)
         self.sites = resolve_sites(sites, opt['sites'])
         self._handles = [site.register_transform(self._site_hook(i)) for i, site in enumerate(self.sites)]
+
+    @classmethod
+    def feature_sites(cls, opt, sites):
+        return [s.name for s in resolve_sites(sites, opt['sites'])]
 
     def _site_hook(self, index):
 
