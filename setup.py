@@ -25,5 +25,10 @@ setup(
         'tqdm',
         'matplotlib',
     ],
-    extras_require={'test': ['pytest', 'jsonschema']},
+    extras_require={
+        # scripts/export_onnx.py: the exporter's graph checks and the onnxruntime check
+        'onnx': ['onnx', 'onnxruntime'],
+        # tests/test_interchange.py: other tools load this project's checkpoints
+        'test': ['pytest', 'jsonschema', 'onnx', 'onnxruntime', 'spandrel'],
+    },
 )

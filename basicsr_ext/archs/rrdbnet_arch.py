@@ -38,7 +38,12 @@ def rrdbnet_input_multiple(net):
     return {1: 4, 2: 2}.get(getattr(net, 'scale', 4), 1)
 
 
-@register_arch_spec(RRDBNet, scale_arg='scale', input_multiple=rrdbnet_input_multiple)
+def rrdbnet_in_channels(net):
+    # conv_first sees the unshuffled input at ×2 / ×1: 4 / 16 times the image's channels
+    return net.conv_first.in_channels // rrdbnet_input_multiple(net)**2
+
+
+@register_arch_spec(RRDBNet, scale_arg='scale', input_multiple=rrdbnet_input_multiple, in_channels=rrdbnet_in_channels)
 def rrdbnet_sites(net):
     blocks = list(net.body)
     convs = [[getattr(rdb, f'conv{k}') for rdb in (b.rdb1, b.rdb2, b.rdb3) for k in range(1, 6)] for b in blocks]
