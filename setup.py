@@ -24,6 +24,7 @@ setup(
         'scipy',
         'tqdm',
         'matplotlib',
+        'safetensors',  # logger.save_safetensors and .safetensors checkpoints
     ],
     extras_require={
         # scripts/export_onnx.py: the exporter's graph checks and the onnxruntime check

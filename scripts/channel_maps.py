@@ -16,13 +16,26 @@ Examples:
     python scripts/channel_maps.py -opt options/test/demo_SRResNet_x4.yml --site last_conv_input \
         --input ../photos --downscale --max_images 10
 
+    # the papers' analysis figures too: channel correlation (EATS Fig. 7-8) and channel ablation
+    # (Adaptive Dropout: the PSNR drop when each channel is zeroed), here on Set5 HR made LR by bicubic
+    python scripts/channel_maps.py -opt options/test/benchmark_reflash_x4.yml --site blocks.1 \
+        --input datasets/Set5/HR --downscale --correlation --ablation
+
 Writes, under <out>/<site>/:
     <model>_maps.png     |activation| maps of the first image, strongest channel first, one shared colour scale
     comparison.png       per-channel mean |activation| sorted descending, one line per model (each normalised to sum 1)
     channel_stats.csv    model, channel, mean_abs, rank, share
+  with --correlation:
+    correlation.png      cosine similarity of every pair of channel responses, one matrix per model
+    correlation.csv      model, channel_a, channel_b, cosine
+    correlation_summary.csv  model, arch, site, channels, images, mean_off_diagonal, mean_abs_off_diagonal
+  with --ablation (needs ground truth: --downscale, or LR inputs and --gt):
+    ablation.png         PSNR drop when each channel is zeroed, sorted, one line per model
+    channel_ablation.csv model, channel, psnr, drop, rank
+    ablation_summary.csv model, arch, site, channels, images, base_psnr, mean/max/min drop, spread_std, range
 and prints model, channels and top-k share (the share of the total response held by the k strongest
-channels; see docs/channel_maps.md). Sites: blocks.<i>, blocks.<i>.conv.<j>, last_conv_input
-(python scripts/model_summary.py lists them per arch). Relative paths inside a -opt file are taken from the
+channels; see docs/channel_maps.md), and the tables of the options asked for. Sites: head.<j>, blocks.<i>,
+blocks.<i>.conv.<j>, tail.<j>, last_conv_input (python scripts/model_summary.py lists them per arch). Relative paths inside a -opt file are taken from the
 project root, as test.py does; command-line paths from the current directory. In error messages
 models[i] is the i-th model of the file, or of the --ckpt list.
 """
@@ -67,6 +80,18 @@ def parse_args(argv=None):
     parser.add_argument('--top_k', type=int, default=8, help='k of the top-k share (default 8)')
     parser.add_argument('--max_channels', type=int, default=64,
                         help='channels in a maps grid, the strongest first (default 64)')
+    parser.add_argument('--correlation', action='store_true',
+                        help='also write the channel correlation: cosine similarities of the channel responses '
+                        '(EATS Fig. 7-8) and their mean off-diagonal value per model')
+    parser.add_argument('--ablation', action='store_true',
+                        help='also run channel ablation: the PSNR drop when each channel is zeroed in turn '
+                        '(Adaptive Dropout), sorted, with the spread per model; needs --downscale or --gt')
+    parser.add_argument('--gt', default=None,
+                        help='with --ablation and LR inputs: the folder of HR images, paired by file name')
+    parser.add_argument('--crop_border', type=int, default=None,
+                        help='pixels cut from each border before the ablation PSNR (default: the scale)')
+    parser.add_argument('--ablation_batch', type=int, default=8,
+                        help='ablated copies of an image run per forward (default 8)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads for torch (default: one per core)')
     parser.add_argument('--no_progress', action='store_true', help='hide the progress bar')
@@ -125,6 +150,15 @@ def run(args):
         raise ValueError('-opt reads the models from the file; leave out --ckpt, --network, --param_key and --name')
     if args.top_k < 1:
         raise ValueError(f'--top_k must be at least 1, got {args.top_k}')
+    if args.gt and not args.ablation:
+        raise ValueError('--gt is the ground truth of --ablation; add --ablation or leave out --gt')
+    if args.ablation and bool(args.gt) == args.downscale:
+        raise ValueError('--ablation needs ground truth: HR inputs with --downscale, or LR inputs with --gt '
+                         '<folder of HR images of the same names> (not both)')
+    if args.ablation_batch < 1:
+        raise ValueError(f'--ablation_batch must be at least 1, got {args.ablation_batch}')
+    if args.gt and not os.path.isdir(args.gt):
+        raise FileNotFoundError(f"--gt folder '{args.gt}' does not exist")
     models = cm.read_models_file(args.opt) if args.opt else cli_models(args)
     files = cm.list_inputs(args.input, args.max_images)
     device = resolve_device(args.device)
@@ -133,20 +167,42 @@ def run(args):
     loaded, skipped = cm.load_models(models, device)
     for name in skipped:
         print(f'{name}: skipped (a bicubic pseudo-model has no features)')
-    stats, first = cm.collect_channel_stats(loaded, args.site, files, args.downscale, progress=not args.no_progress)
+    correlation = None
+    if args.correlation:
+        from basicsr_ext.evaluation.channel_correlation import CorrelationAccumulator
+        correlation = CorrelationAccumulator(args.site)
+    stats, first = cm.collect_channel_stats(loaded, args.site, files, args.downscale, progress=not args.no_progress,
+                                            on_feature=correlation.add if correlation else None)
     out_dir = os.path.join(args.out, args.site)
     cm.write_channel_maps(out_dir, stats, first, files[0].name, args.top_k, args.max_channels)
-    return stats, out_dir
+    extras = {}
+    if correlation:
+        from basicsr_ext.evaluation.channel_correlation import write_channel_correlation
+        extras['correlation'] = correlation.results()
+        write_channel_correlation(out_dir, extras['correlation'])
+    if args.ablation:
+        from basicsr_ext.evaluation.channel_ablation import ablation_pairs, channel_ablation, write_channel_ablation
+        pairs = {}
+        extras['ablation'] = []
+        for m in loaded:
+            if m.scale not in pairs:
+                pairs[m.scale] = ablation_pairs(files, m.scale, args.gt, args.downscale)
+            extras['ablation'].append(channel_ablation(m, args.site, pairs[m.scale], args.crop_border,
+                                                       args.ablation_batch, progress=not args.no_progress))
+        write_channel_ablation(out_dir, extras['ablation'])
+    return stats, out_dir, extras
 
 
 def main(argv=None):
     from basicsr_ext.data.image_io import ImageReadError, ImageTooSmallError
     from basicsr_ext.archs.weights import CheckpointMismatchError
+    from basicsr_ext.evaluation.channel_ablation import format_ablation_table
+    from basicsr_ext.evaluation.channel_correlation import format_correlation_table
     from basicsr_ext.evaluation.channel_maps import format_table
     from basicsr_ext.utils.schema import OptionError
     args = parse_args(argv)
     try:
-        stats, out_dir = run(args)
+        stats, out_dir, extras = run(args)
     except (OptionError, FileNotFoundError, ImageReadError, ImageTooSmallError, CheckpointMismatchError,
             ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
@@ -154,6 +210,12 @@ def main(argv=None):
     images = stats[0].images
     print(f'site {args.site}, {images} image(s)' + (' (downscaled)' if args.downscale else ''))
     print(format_table(stats, args.top_k))
+    if 'correlation' in extras:
+        print('channel correlation (cosine similarity of channel responses):')
+        print(format_correlation_table(extras['correlation']))
+    if 'ablation' in extras:
+        print('channel ablation (PSNR drop in dB when one channel is zeroed):')
+        print(format_ablation_table(extras['ablation']))
     print(f'written to {out_dir}')
     return 0
 

@@ -92,6 +92,9 @@ TOP_SCHEMA = {
         'plot_curves': Field(bool, True, doc='redraw curves.png in the experiment folder (losses, learning rate, '
                              'validation metrics) after each validation, at each checkpoint and at the end; '
                              'history.jsonl beside it is written either way'),
+        'save_safetensors': Field(bool, False, doc='also write net_g_<iter>.safetensors beside each net_g_<iter>.pth: '
+                                  'the inference weights (params_ema if kept, else params) with the network options '
+                                  'and scale as metadata, for other tools (docs/interchange.md)'),
         'wandb': Section({}, open=True, doc='accepted for BasicSR compatibility; unused'),
     }, doc='logging'),
     'dist_params': Section({

@@ -94,11 +94,13 @@ def _lr_tensor(path, scale, downscale):
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None]
 
 
-def collect_channel_stats(models, site, files, downscale=False, progress=False):
+def collect_channel_stats(models, site, files, downscale=False, progress=False, on_feature=None):
     """Capture ``site`` of every model on every image.
 
     Every model is checked for the site before any image is read. Only the first image's
     feature of each model is kept (for the grid); the statistics accumulate per image.
+    ``on_feature(model, feature)``, when given, also receives every captured feature (e.g. the
+    channel-correlation accumulator), so one pass over the images serves both.
 
     Returns:
         (stats, first): a :class:`ChannelStats` per model, and per model name the first image's feature.
@@ -121,6 +123,8 @@ def collect_channel_stats(models, site, files, downscale=False, progress=False):
             check_input_size(m.net, *lq.shape[-2:], name=str(path))
             feat = capture_site_features(m.net, site, lq)
             vectors[m.name].append(mean_abs_per_channel(feat))
+            if on_feature is not None:
+                on_feature(m, feat)
             first.setdefault(m.name, feat)
     stats = [ChannelStats(m.name, m.arch, site, np.mean(vectors[m.name], axis=0), len(files)) for m in models]
     return stats, first

@@ -17,7 +17,7 @@ from .report import write_csv
 
 __all__ = [
     'GRID_PERCENTILE', 'GRID_MAX_SIDE', 'CSV_FIELDS', 'plot_channel_grid', 'plot_channel_comparison',
-    'write_channel_stats', 'write_channel_maps', 'format_table'
+    'write_channel_stats', 'write_channel_maps', 'format_table', 'new_figure', 'file_stem', 'text_table'
 ]
 
 #: the shared colour scale of a grid runs from 0 to this percentile of all |activation| values it shows
@@ -26,7 +26,8 @@ GRID_PERCENTILE = 99.5
 GRID_MAX_SIDE = 128
 
 
-def _figure(width, height):
+def new_figure(width, height):
+    """A matplotlib Figure (Agg canvas, constrained layout) of ``width`` × ``height`` inches."""
     # why: optional heavy dependency (matplotlib), only needed when plots are written
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # why: as above
@@ -66,7 +67,7 @@ def plot_channel_grid(path, feature, title, max_channels=64):
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     aspect = shown.shape[2] / shown.shape[1]
-    fig = _figure(max(4.0, 1.3 * cols * min(aspect, 2.0) + 1.0), 1.3 * rows + 0.9)
+    fig = new_figure(max(4.0, 1.3 * cols * min(aspect, 2.0) + 1.0), 1.3 * rows + 0.9)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     image = None
     for ax, channel, panel in zip(axes, order, shown):
@@ -89,7 +90,7 @@ def plot_channel_comparison(path, stats: List[ChannelStats], site, top_k=8):
     of the model's response held by the channel of that rank: models with different feature
     scales compare, and the first ``k`` points add up to the top-k share. Returns the Figure.
     """
-    fig = _figure(7.0, 4.5)
+    fig = new_figure(7.0, 4.5)
     ax = fig.subplots()
     markers = 'osD^v<>ph*'
     for i, s in enumerate(stats):
@@ -125,13 +126,14 @@ def write_channel_stats(path, stats: List[ChannelStats]):
     write_csv(path, rows, list(CSV_FIELDS))
 
 
-def _file_stem(name):
+def file_stem(name):
+    """``name`` made safe as a file name."""
     return re.sub(r'[^\w.+-]', '_', str(name))
 
 
 def write_channel_maps(out_dir, stats: List[ChannelStats], first, image_name, top_k=8, max_channels=64):
     """Write ``<out_dir>/<model>_maps.png`` per model, ``comparison.png`` and ``channel_stats.csv``; returns paths."""
-    stems = [_file_stem(s.model) for s in stats]
+    stems = [file_stem(s.model) for s in stats]
     clash = next((s.model for s, stem in zip(stats, stems) if stems.count(stem) > 1), None)
     if clash is not None:
         raise ValueError(f"model names {[s.model for s in stats]} give the same file name for '{clash}'; rename one")
@@ -155,8 +157,13 @@ def format_table(stats: List[ChannelStats], top_k=8):
     header = ('model', 'arch', 'channels', f'top-{top_k} share', 'uniform')
     rows = [(s.model, s.arch, str(s.channels), f'{s.top_k_share(top_k):.3f}',
              f'{min(top_k, s.channels) / s.channels:.3f}') for s in stats]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    return text_table(header, rows)
+
+
+def text_table(header, rows, left=2):
+    """Columns padded to their widest entry; the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in list(rows) + [header]) for i in range(len(header))]
     lines = []
-    for r in [header] + rows:
-        lines.append('  '.join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    for r in [header] + list(rows):
+        lines.append('  '.join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
     return '\n'.join(lines)

@@ -7,6 +7,7 @@
 
 Used by validation, ``test.py`` (:mod:`basicsr_ext.evaluation`) and ``scripts/inference.py``.
 """
+import json
 import os
 from copy import deepcopy
 
@@ -20,30 +21,47 @@ from ..archs.weights import CheckpointMismatchError, load_weights, pick_param_ke
 from ..config import yaml_load
 from ..data.image_arrays import array_to_planes, planes_to_array
 from ..utils.amp import autocast
-from ..utils.checkpoint import load_checkpoint
+from ..utils.checkpoint import load_checkpoint, load_safetensors
 from ..utils.misc import did_you_mean, unwrap
 
-__all__ = ['load_state_dict', 'read_arch_options', 'set_net_scale', 'load_network', 'forward_batches', 'upscale_array']
+__all__ = ['read_checkpoint', 'load_state_dict', 'read_arch_options', 'set_net_scale', 'load_network', 'forward_batches', 'upscale_array']
 
 
 # --------------------------------------------------------------------------- loading
-def load_state_dict(path, param_key='auto'):
-    """Weights from a checkpoint file: ``(state_dict, key)``.
-
-    ``param_key``: ``'params'`` / ``'params_ema'`` (basicsr checkpoints), or ``'auto'`` =
-    ``params_ema`` if present, else ``params``, else the file itself when it is a bare
-    state dict (key ``None``).
-    """
+def read_checkpoint(path):
+    """A checkpoint file as a dict: a .pth as saved; a .safetensors with this project's metadata
+    (``logger.save_safetensors``) as ``{<its param_key>: weights, 'meta': {'scale': int, 'network_g': dict}}``,
+    one without as its bare weights."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
+        if path.lower().endswith('.safetensors'):
+            tensors, metadata = load_safetensors(path)
+            if 'param_key' not in metadata:
+                return tensors
+            meta = {'scale': int(metadata['scale']), 'network_g': json.loads(metadata.get('network_g', '{}'))}
+            return {metadata['param_key']: tensors, 'meta': meta}
         ckpt = load_checkpoint(path)
     except Exception as err:  # pickle errors are long; the first line says what went wrong
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot load checkpoint '{path}': {first}") from err
     if not isinstance(ckpt, dict):
         raise ValueError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a state dict")
+    return ckpt
+
+
+def load_state_dict(path, param_key='auto'):
+    """Weights from a checkpoint file (.pth or .safetensors): ``(state_dict, key)``.
+
+    ``param_key``: ``'params'`` / ``'params_ema'`` (basicsr checkpoints), or ``'auto'`` =
+    ``params_ema`` if present, else ``params``, else the file itself when it is a bare
+    state dict (key ``None``).
+    """
+    return _pick_weights(read_checkpoint(path), str(path), param_key)
+
+
+def _pick_weights(ckpt, path, param_key):
     key = pick_param_key(ckpt, param_key)
     if key is not None:
         return ckpt[key], key
@@ -98,7 +116,8 @@ def load_network(net_opt, ckpt_path, param_key='auto', scale=None, device='cpu',
         CheckpointMismatchError: the checkpoint is of another architecture/width
             (short summary of missing/unexpected keys).
     """
-    state, key = load_state_dict(ckpt_path, param_key)
+    ckpt = read_checkpoint(ckpt_path)
+    state, key = _pick_weights(ckpt, str(ckpt_path), param_key)
     state = strip_module_prefix(state)
     net = build_network(net_opt)
     source = f"{ckpt_path} [{key}]" if key else str(ckpt_path)
@@ -114,6 +133,10 @@ def load_network(net_opt, ckpt_path, param_key='auto', scale=None, device='cpu',
         raise
     net.eval().to(device)
     measured = measure_scale(net, device)
+    saved = (ckpt.get('meta') or {}).get('scale')
+    if saved is not None and saved != measured:  # ×3 and ×4 RRDBNetAnyScale have the same parameters
+        raise ScaleMismatchError(f"checkpoint '{ckpt_path}' was trained at ×{saved} (its metadata says so), but "
+                                 f"{net_opt['type']} is built for ×{measured:g}; use scale {saved}")
     if scale is not None and measured != scale:
         raise ScaleMismatchError(f"{net_opt['type']} from '{ckpt_path}' upsamples ×{measured:g}, not ×{scale}; "
                                  f'set the scale to {measured:g}')

@@ -1,6 +1,8 @@
-"""What a BlindSRModel saves and restores: weights (.pth) and training state (.state)."""
+"""What a BlindSRModel saves and restores: weights (.pth, optionally .safetensors) and training state (.state)."""
+import os
+
 from ..archs.weights import load_weights
-from ..utils.checkpoint import atomic_save
+from ..utils.checkpoint import atomic_save, atomic_save_safetensors, safetensors_metadata
 from ..utils.misc import unwrap
 
 
@@ -18,7 +20,14 @@ class ModelStateMixin:
         return out
 
     def save_network_atomic(self, path):
-        atomic_save(self.network_state(), path)
+        """``net_g_<iter>.pth``, and with ``logger.save_safetensors`` the inference weights (``params_ema`` if kept,
+        else ``params``) beside it as ``net_g_<iter>.safetensors``, with the network options and scale as metadata."""
+        state = self.network_state()
+        atomic_save(state, path)
+        if self.opt.get('logger', {}).get('save_safetensors'):
+            key = 'params_ema' if 'params_ema' in state else 'params'
+            atomic_save_safetensors(state[key], f'{os.path.splitext(path)[0]}.safetensors',
+                                    safetensors_metadata(key, self.opt['network_g'], self.opt['scale']))
 
     def load_network_state(self, ckpt):
         load_weights(self.get_bare_model(self.net_g), ckpt['params'], True, source='resume checkpoint [params]')

@@ -1,6 +1,7 @@
 """Atomic checkpoint files, RNG state capture, and discovery of the newest complete checkpoint."""
 import glob
 import io
+import json
 import os
 import random
 import re
@@ -144,6 +145,41 @@ def prune_checkpoints(states_dir, models_dir, keep):
     if keep <= 0:
         return
     for it in checkpoint_iters(states_dir)[keep:]:
-        for p in (os.path.join(states_dir, f'{it}.state'), os.path.join(models_dir, f'net_g_{it}.pth')):
+        for p in (os.path.join(states_dir, f'{it}.state'), os.path.join(models_dir, f'net_g_{it}.pth'),
+                  os.path.join(models_dir, f'net_g_{it}.safetensors')):  # logger.save_safetensors
             if os.path.exists(p):
                 os.remove(p)
+
+
+# --------------------------------------------------------------------------- safetensors
+def safetensors_metadata(param_key, network_g, scale):
+    """The metadata of a .safetensors checkpoint (strings only): which weights these are, the network
+    options and the scale, which a loader cannot read from the weights alone (RRDBNetAnyScale ×3 has
+    exactly the parameters of ×4)."""
+    return {'format': 'pt', 'param_key': str(param_key), 'arch': str(network_g.get('type', '')),
+            'scale': str(int(scale)), 'network_g': json.dumps(network_g, sort_keys=True)}
+
+
+def atomic_save_safetensors(tensors, path, metadata):
+    """``tensors`` (a state dict) as a .safetensors file with string ``metadata``, through :func:`atomic_write`."""
+    from safetensors.torch import save  # a package only .safetensors output needs, imported when it is asked for
+    data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
+
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
+
+
+def load_safetensors(path):
+    """``(state dict on the CPU, metadata dict)`` of a .safetensors file; the metadata is {} when it has none."""
+    from safetensors import safe_open  # a package only .safetensors files need, imported when one is read
+    tensors = {}
+    with safe_open(str(path), framework='pt', device='cpu') as f:
+        metadata = dict(f.metadata() or {})
+        for key in f.keys():
+            tensors[key] = f.get_tensor(key)
+    return tensors, metadata
