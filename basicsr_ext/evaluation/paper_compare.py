@@ -17,7 +17,8 @@ import statistics
 from ..data.eval_degradations import parse_degradation
 from . import paper_tables
 
-__all__ = ['DEFAULT_ARCHS', 'read_csv', 'compare', 'format_comparison', 'compare_files']
+__all__ = ['DEFAULT_ARCHS', 'read_csv', 'compare', 'format_comparison', 'compare_files', 'compare_paths',
+           'write_comparison']
 
 # our registered arch -> the name the papers print
 DEFAULT_ARCHS = {'MSRResNet': 'SRResNet', 'RRDBNetAnyScale': 'RRDBNet'}
@@ -171,26 +172,35 @@ def format_comparison(result, decimals=2):
     return '\n'.join(lines)
 
 
-def compare_files(ours_csv, paper_csv=None, table=None, configs=None, archs=None, datasets=None, metric='psnr',
-                  out_prefix=None, decimals=2):
-    """Compare our table.csv with a published CSV (None: the shipped numbers); write ``<out_prefix>.md``
-    and ``.csv`` if given; return the Markdown."""
+def compare_paths(ours_csv, paper_csv=None, table=None, configs=None, archs=None, datasets=None, metric='psnr'):
+    """:func:`compare` on our table.csv and a published CSV (None: the shipped numbers, flags included)."""
     ours, our_cols = read_csv(ours_csv)
     paper_csv = paper_tables.PUBLISHED_CSV if paper_csv is None else paper_csv
     paper, paper_cols = read_csv(paper_csv)
     _check_columns(our_cols, ('dataset', 'scale', 'model', 'arch'), ours_csv)
     _check_columns(paper_cols, ('arch', 'scale', 'dataset', 'config'), paper_csv)
-    result = compare(ours, our_cols, paper, paper_cols, table, configs, archs, datasets, metric,
-                     flags=paper_tables.is_packaged(paper_csv))
+    return compare(ours, our_cols, paper, paper_cols, table, configs, archs, datasets, metric,
+                   flags=paper_tables.is_packaged(paper_csv))
+
+
+def compare_files(ours_csv, paper_csv=None, table=None, configs=None, archs=None, datasets=None, metric='psnr',
+                  out_prefix=None, decimals=2):
+    """Compare our table.csv with a published CSV (None: the shipped numbers); write ``<out_prefix>.md``
+    and ``.csv`` if given; return the Markdown."""
+    result = compare_paths(ours_csv, paper_csv, table, configs, archs, datasets, metric)
     text = format_comparison(result, decimals)
     if out_prefix:
-        with open(f'{out_prefix}.md', 'w', encoding='utf-8') as f:
-            f.write(text + '\n')
-        fields = ['table', 'arch', 'scale', 'dataset', 'config', 'model', 'degradation', 'ours', 'paper', 'diff',
-                  'flag']
-        with open(f'{out_prefix}.csv', 'w', newline='', encoding='utf-8') as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            for c in result['cells']:
-                writer.writerow({**c, **{k: f'{c[k]:.4f}' for k in ('ours', 'paper', 'diff')}})
+        write_comparison(result, text, out_prefix)
     return text
+
+
+def write_comparison(result, text, out_prefix):
+    """``<out_prefix>.md`` (the Markdown) and ``<out_prefix>.csv`` (one line per matched cell)."""
+    with open(f'{out_prefix}.md', 'w', encoding='utf-8') as f:
+        f.write(text + '\n')
+    fields = ['table', 'arch', 'scale', 'dataset', 'config', 'model', 'degradation', 'ours', 'paper', 'diff', 'flag']
+    with open(f'{out_prefix}.csv', 'w', newline='', encoding='utf-8') as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for c in result['cells']:
+            writer.writerow({**c, **{k: f'{c[k]:.4f}' for k in ('ours', 'paper', 'diff')}})
