@@ -78,6 +78,16 @@ class BlindSRModel(ValidationMixin, ModelStateMixin, SRModel):
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         return OPTIMIZERS[optim_type](params, lr, **kwargs)
 
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        # basicsr's warm-up overwrites the groups' lr, from which a chainable scheduler (MultiStepLR)
+        # steps on: after a warm-up of w iterations it stayed at init·(w-1)/w. Each scheduler gets its
+        # own last lr back first (saved in its state_dict, so a resume mid-warm-up does the same).
+        if 1 < current_iter <= warmup_iter:
+            for scheduler in self.schedulers:
+                for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+                    group['lr'] = lr
+        super().update_learning_rate(current_iter, warmup_iter)
+
     def load_network(self, net, load_path, strict=True, param_key='params'):
         ckpt = load_checkpoint(load_path)
         key = pick_param_key(ckpt, param_key, fallback='params')
