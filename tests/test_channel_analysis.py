@@ -4,7 +4,6 @@ tiny network, the files written, and the errors."""
 import basicsr_ext  # noqa: F401  (must precede basicsr)
 
 import copy
-import csv
 from pathlib import Path
 
 import cv2
@@ -15,11 +14,11 @@ import yaml
 from basicsr.utils.matlab_functions import imresize
 
 from basicsr_ext.archs import build_network
-from basicsr_ext.data.skimage_photos_dataset import load_photo
 from basicsr_ext.evaluation import channel_ablation as ca
 from basicsr_ext.evaluation import channel_correlation as cc
 from basicsr_ext.evaluation.channel_maps import MapModel
 from conftest import load_script
+from test_channel_maps import _read_csv, _write_photo
 
 pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid')
 torch.set_num_threads(1)
@@ -35,16 +34,6 @@ def _net(seed):
             if name.endswith('weight'):
                 param.normal_(0, 0.08)
     return net
-
-
-def _write_photo(path, name, h, w):
-    img = cv2.resize(load_photo(name), (w, h), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(path), np.round(img * 255).astype(np.uint8))
-
-
-def _read_csv(path):
-    with open(path, newline='', encoding='utf-8') as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope='module')

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ..archs.forward import check_input_size, forward_padded, input_multiple
 from ..data.eval_degradations import mod_crop
 from ..data.image_io import list_images, read_image
-from .channel_plots import file_stem, new_figure, text_table
+from .channel_plots import finish_rank_axes, new_figure, text_table
 from .channel_stats import capture_site_features, find_site
 from .report import write_csv
 
@@ -202,11 +202,7 @@ def plot_channel_ablation(path, results: List[ChannelAblation]):
     images = sorted({r.images for r in results})
     ax.set_title(f"Site {results[0].site}: PSNR drop when one channel is zeroed, sorted\n"
                  f"{'/'.join(map(str, images))} image(s); spread = std of the drops", fontsize=10)
-    ax.set_xlabel('channel rank (1 = largest drop)')
-    ax.set_ylabel('PSNR drop (dB)')
-    ax.set_xlim(0.5, max(r.channels for r in results) + 0.5)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, title='Model')
+    finish_rank_axes(ax, 'channel rank (1 = largest drop)', 'PSNR drop (dB)', max(r.channels for r in results))
     fig.savefig(path, dpi=120)
     return fig
 
@@ -220,9 +216,6 @@ def write_channel_ablation(out_dir, results: List[ChannelAblation]):
     ``ablation_summary.csv`` (one row per model) to ``out_dir``; returns the paths."""
     if not results:
         raise ValueError('no channel ablation to write')
-    stems = [file_stem(r.model) for r in results]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f'model names {[r.model for r in results]} are not distinct as file names; rename one')
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.join(out_dir, 'ablation.png')
     plot_channel_ablation(png, results)

@@ -22,7 +22,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .channel_plots import file_stem, new_figure, text_table
+from .channel_plots import new_figure, text_table
 from .report import write_csv
 
 __all__ = [
@@ -138,9 +138,6 @@ def write_channel_correlation(out_dir, results: List[ChannelCorrelation]):
     ``correlation_summary.csv`` (one row per model) to ``out_dir``; returns the paths."""
     if not results:
         raise ValueError('no channel correlation to write')
-    stems = [file_stem(r.model) for r in results]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f'model names {[r.model for r in results]} are not distinct as file names; rename one')
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.join(out_dir, 'correlation.png')
     plot_channel_correlation(png, results)

@@ -17,7 +17,8 @@ from .report import write_csv
 
 __all__ = [
     'GRID_PERCENTILE', 'GRID_MAX_SIDE', 'CSV_FIELDS', 'plot_channel_grid', 'plot_channel_comparison',
-    'write_channel_stats', 'write_channel_maps', 'format_table', 'new_figure', 'file_stem', 'text_table'
+    'write_channel_stats', 'write_channel_maps', 'format_table', 'new_figure', 'file_stem', 'text_table',
+    'finish_rank_axes'
 ]
 
 #: the shared colour scale of a grid runs from 0 to this percentile of all |activation| values it shows
@@ -103,14 +104,20 @@ def plot_channel_comparison(path, stats: List[ChannelStats], site, top_k=8):
     images = sorted({s.images for s in stats})
     ax.set_title(f'Site {site}: per-channel mean |activation|, sorted\n'
                  f"normalised per model to sum 1; {'/'.join(map(str, images))} image(s)", fontsize=10)
-    ax.set_xlabel('channel rank (1 = strongest)')
-    ax.set_ylabel("share of the model's total mean |activation|")
-    ax.set_xlim(0.5, max(s.channels for s in stats) + 0.5)
+    finish_rank_axes(ax, 'channel rank (1 = strongest)', "share of the model's total mean |activation|",
+                     max(s.channels for s in stats))
     ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, title='Model')
     fig.savefig(path, dpi=120)
     return fig
+
+
+def finish_rank_axes(ax, xlabel, ylabel, channels):
+    """Labels, x range 1..channels, grid and model legend of a plot of per-channel values against rank."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0.5, channels + 0.5)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title='Model')
 
 
 CSV_FIELDS = ('model', 'channel', 'mean_abs', 'rank', 'share')
