@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
 from basicsr_ext.evaluation import reproduction_launch as launch  # noqa: E402
 from basicsr_ext.evaluation.reproduction import display, make_plan, python_name, shell, write_options  # noqa: E402
+from basicsr_ext.evaluation.reproduction_analysis import DEFAULT_SITE, analyse_table  # noqa: E402
 from basicsr_ext.evaluation.reproduction_budgets import BUDGETS  # noqa: E402
 from basicsr_ext.evaluation.reproduction_eval import evaluate_table  # noqa: E402
 from basicsr_ext.evaluation.reproduction_report import write_report  # noqa: E402
@@ -55,6 +56,9 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='auto', help='evaluation device (auto, cpu, cuda, cuda:N)')
     parser.add_argument('--eval_threads', type=int, default=None, help='CPU threads of the evaluation')
     parser.add_argument('--skip_eval', action='store_true', help='train only')
+    parser.add_argument('--analysis_site', default=DEFAULT_SITE,
+                        help=f'site of the channel correlation and ablation figures (default {DEFAULT_SITE})')
+    parser.add_argument('--no_analysis', action='store_true', help='leave the channel correlation and ablation out')
     parser.add_argument('--dry_run', action='store_true', help='write the options, print every command, run nothing')
     parser.add_argument('--no_progress', action='store_true', help='hide the evaluation progress bars')
     parser.add_argument('--list', action='store_true', help='list the tables, their rows and the budgets')
@@ -162,7 +166,10 @@ def main(argv=None):
     if not args.skip_eval:
         for tp in plan.tables:
             evaluation = evaluate_table(plan, tp, args.device, args.eval_threads, not args.no_progress)
-            write_report(plan, tp, evaluation)
+            analysis = None
+            if evaluation and not args.no_analysis:
+                analysis = analyse_table(plan, tp, evaluation, args.analysis_site, evaluation['opt']['device'])
+            write_report(plan, tp, evaluation, analysis, args.analysis_site)
             print(f"{tp.spec.id}: {display(os.path.join(tp.folder, 'summary.md'))}")
     for rid, reason in failed.items():
         print(f'error: {rid} not finished: {reason}', file=sys.stderr)

@@ -202,11 +202,19 @@ def test_smoke_budget_end_to_end_resumes_an_interrupted_row_and_reuses_everythin
     assert 'Table 1 of *Awakening Collective Wisdom' in summary and '![ours − paper](diff_heatmap.png)' in summary
     cmp = {(r['config'], r['degradation']): r for r in _csv(folder / 'paper_comparison.csv')}
     assert float(cmp[('Improvement', 'noise')]['paper']) == 0.075
+    # the analysis figures of the rows, summed up in the summary
+    for name in ('correlation.png', 'correlation_summary.csv', 'ablation.png', 'ablation_summary.csv'):
+        assert (folder / 'analysis' / name).stat().st_size > 0, name
+    corr = {r['model']: float(r['mean_off_diagonal']) for r in _csv(folder / 'analysis' / 'correlation_summary.csv')}
+    spread = {r['model']: float(r['spread_std']) for r in _csv(folder / 'analysis' / 'ablation_summary.csv')}
+    assert set(corr) == set(spread) == {'Original', 'EATS'}
+    assert f"| EATS | {corr['EATS']:.4f} | {spread['EATS']:.4f} |" in summary
 
     # a second run trains nothing and evaluates nothing
     logs = sorted((out / 'runs').glob('*/train_*.log'))
     assert script.main(args) == 0
     printed = capsys.readouterr().out
     assert 'training: ' not in printed and 'resuming: ' not in printed and printed.count('reused') == 2
+    assert 'channel correlation and ablation at' not in printed  # reused as well
     assert sorted((out / 'runs').glob('*/train_*.log')) == logs
     assert len(json.loads((out / 'runs' / base.id / 'reproduce.json').read_text())['train_calls']) == 1

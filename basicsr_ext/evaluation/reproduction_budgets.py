@@ -17,7 +17,9 @@ smoke       tiny widths, 4 iterations, batch 2, GT 32, a generated  one generate
 optimizer, EMA, regularizer. The cosine period, MultiStep milestones, warm-up, AdaptiveDropout's
 annealing ``interval`` and ECO's ``schedule_iters`` are scaled by the same factor as ``total_iter``,
 so each schedule keeps its shape; checkpoints come often enough that an interrupted row resumes.
-The evaluation reports PSNR only (the papers print PSNR; SSIM costs 10× as much on CPU).
+The evaluation reports PSNR only (the papers print PSNR; SSIM costs 10× as much on CPU). The channel
+correlation and ablation of the report run on the validation set's clean LR: all of Set5, the proxy's
+first 2 images, the smoke set's first image.
 """
 import copy
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ class Budget:
     degradations: tuple = ('clean', 'blur', 'noise', 'jpeg', 'b+n', 'b+j', 'n+j', 'b+n+j')
     workers: int = None              # dataloader workers per GPU; None: the file's
     tiny: bool = False               # tiny widths, batch 2, GT 32, a generated HR set
+    analysis_images: int = None      # validation images of the channel correlation/ablation (None: all)
 
     def iterations(self, arch_dir, file_total):
         if self.total_iter is None:
@@ -54,10 +57,10 @@ BUDGETS = {b.name: b for b in (
            checkpoint_every=5000, val_every=5000, print_freq=100),
     Budget('proxy', "the same recipe on 300 iterations, sized for the project's 2-core CPU (T1's three rows in "
            'about 90 minutes, evaluation included)', total_iter={'*': 300}, checkpoint_every=100, val_every=0,
-           print_freq=10, datasets=('Set5', 'Set14'), workers=1),
+           print_freq=10, datasets=('Set5', 'Set14'), workers=1, analysis_images=2),
     Budget('smoke', 'tiny networks, 4 iterations, one generated set × two degradations: for the test suite',
            total_iter={'*': 4}, checkpoint_every=2, val_every=0, print_freq=1, datasets=('skimage',),
-           degradations=('clean', 'noise'), workers=0, tiny=True),
+           degradations=('clean', 'noise'), workers=0, tiny=True, analysis_images=1),
 )}
 
 #: the smoke budget's widths per architecture (site names stay those of the full networks)

@@ -104,7 +104,9 @@ def run_seconds(run):
 
 
 def _minutes(seconds):
-    return 'not recorded' if seconds is None else f'{seconds / 60:.1f} min'
+    if seconds is None:
+        return 'not recorded'
+    return f'{seconds:.0f} s' if seconds < 60 else f'{seconds / 60:.1f} min'
 
 
 def _header(plan, tp, evaluation):
@@ -129,8 +131,23 @@ def _header(plan, tp, evaluation):
     return lines
 
 
-def write_report(plan, tp, evaluation):
-    """Write order_agreement.{md,csv}, diff_heatmap.png and summary.md; returns the summary's text."""
+def _analysis_lines(analysis, site):
+    lines = [f'## Channel correlation and channel ablation at `{site}`', '',
+             'On the clean LR of the validation set: mean off-diagonal cosine similarity of the channel responses '
+             '(EATS Fig. 7-8; lower = more distinct channels) and the spread (std) of the PSNR drops when each '
+             "channel is zeroed in turn (Adaptive Dropout's channel ablation).", '',
+             '| row | mean off-diagonal cosine | ablation spread (dB) | largest drop (dB) | time |',
+             '|---|---:|---:|---:|---:|']
+    for row, corr, spread, top, seconds in analysis:
+        when = seconds if isinstance(seconds, str) else _minutes(seconds)
+        lines.append(f'| {row} | {corr:.4f} | {spread:.4f} | {top:.4f} | {when} |')
+    return lines + ['', '![channel correlation](analysis/correlation.png)', '',
+                    '![channel ablation](analysis/ablation.png)', '']
+
+
+def write_report(plan, tp, evaluation, analysis=None, site=None):
+    """Write order_agreement.{md,csv}, diff_heatmap.png and summary.md; returns the summary's text.
+    ``analysis``: the rows of :func:`.reproduction_analysis.analyse_table`, at ``site``."""
     spec = tp.spec
     lines = _header(plan, tp, evaluation)
     if evaluation is None:
@@ -154,12 +171,15 @@ def write_report(plan, tp, evaluation):
             lines += ['## Ours, the paper, and the difference (Δ = ours − paper)', body, '']
         else:
             lines += ['## Our table', evaluation['md'].split('\n', 1)[1].replace('\n## ', '\n### '), '']
+        if analysis:
+            lines += _analysis_lines(analysis, site)
     iters = ', '.join(sorted({f'{plan.runs[r].total_iter:,d}' for r in tp.runs.values()}))
     lines += ['## What this budget can and cannot show', '',
               CAVEATS[plan.budget.name].format(iters=iters, sets=', '.join(plan.budget.datasets)), '',
               'Files: `table.md`/`.csv`/`.json` and `plot_*.png` (test.py layout), `paper_comparison.md`/`.csv`, '
-              '`order_agreement.md`/`.csv`, `diff_heatmap.png`, `test_options.yml` (the evaluation as a test.py '
-              'file); the runs\' options are in `../../options/`.']
+              '`order_agreement.md`/`.csv`, `diff_heatmap.png`, `analysis/` (channel correlation and ablation: '
+              'PNG + CSV), `test_options.yml` (the evaluation as a test.py file); the runs\' options are in '
+              '`../../options/`.']
     text = '\n'.join(lines) + '\n'
     os.makedirs(tp.folder, exist_ok=True)
     with open(os.path.join(tp.folder, 'summary.md'), 'w', encoding='utf-8') as f:
