@@ -6,6 +6,7 @@ import json
 import pytest
 import yaml
 
+from basicsr_ext.config import yaml_load
 from basicsr_ext.evaluation import reproduction_launch as launch
 from basicsr_ext.evaluation.order_agreement import format_agreement, order_agreement
 from basicsr_ext.evaluation.reproduction import make_plan, write_options
@@ -51,17 +52,23 @@ def test_rows_budgets_and_the_written_options(tmp_path):
     plan = make_plan(['T1'], ['all'], 'proxy', tmp_path / 'p')
     write_options(plan)
     runs = plan.runs
-    assert list(runs) == ['SRResNet_x4_baseline', 'SRResNet_x4_dropout_p0.5', 'SRResNet_x4_eats',
-                          'SRResNet_x4_dropout_p0.7', 'SRResNet_x4_adaptive_dropout', 'SRResNet_x4_eco']
-    opt = yaml.safe_load(open(runs['SRResNet_x4_adaptive_dropout'].options_path))
+    assert list(runs) == ['SRResNet_x4_baseline', 'SRResNet_x4_dropout', 'SRResNet_x4_eats',
+                          'SRResNet_x4_reflash_dropout', 'SRResNet_x4_adaptive_dropout', 'SRResNet_x4_eco']
+    assert [r.rows for r in runs.values()][:4] == [[('T1', 'Original')], [('T1', 'Dropout')], [('T1', 'EATS')],
+                                                   [('T1', 'Reflash')]]
+    opt = yaml.safe_load(open(runs['SRResNet_x4_eats'].options_path))
     t = opt['train']
     assert (t['total_iter'], t['scheduler']['periods'], t['optim_g']['betas']) == (300, [300], [0.9, 0.999])
-    assert t['regularizers'][0]['interval'] in ('auto', 12)  # a fixed 20,000 of 500,000 is scaled to 300
     assert opt['logger']['save_checkpoint_freq'] == 100 and opt['val']['val_freq'] == 300
     assert opt['datasets']['train']['batch_size_per_gpu'] == 16 and opt['degradation']['gt_size'] == 128
+    # every key but the budget's and the paths is the option file's
+    source = yaml_load(runs['SRResNet_x4_eats'].source)  # reads 2e-4 as a float, as train.py does
+    for key in ('network_g', 'degradation', 'manual_seed', 'scale'):
+        assert opt[key] == source[key]
+    assert t['regularizers'] == source['train']['regularizers'] and t['optim_g'] == source['train']['optim_g']
     p = {rid: yaml.safe_load(open(r.options_path))['train']['regularizers'][0]['p']
-         for rid, r in runs.items() if 'dropout_p' in rid}
-    assert p == {'SRResNet_x4_dropout_p0.5': 0.5, 'SRResNet_x4_dropout_p0.7': 0.7}  # EATS text, Kong's code
+         for rid, r in runs.items() if 'dropout' in rid and 'adaptive' not in rid}
+    assert p == {'SRResNet_x4_dropout': 0.5, 'SRResNet_x4_reflash_dropout': 0.7}  # EATS text, Kong's code
     eco = runs['SRResNet_x4_eco']
     assert eco.needs == ('SRResNet_x4_baseline',)
     assert yaml.safe_load(open(eco.options_path))['train']['regularizers'][0]['teacher_path'].endswith(
@@ -71,7 +78,9 @@ def test_rows_budgets_and_the_written_options(tmp_path):
     # rows shared between tables are one run
     shared = make_plan(['T2', 'T7'], None, 'paper', tmp_path / 'q')
     assert shared.runs['RRDB_x4_eats'].rows == [('T2', 'EATS'), ('T7-filters', 'EATS-1filter')]
-    assert shared.runs['RRDB_x4_eats_k3'].options['train']['regularizers'][0]['num_filters'] == 3
+    assert shared.runs['RRDB_x4_eats_filters3'].options['train']['regularizers'][0]['num_filters'] == 3
+    assert make_plan(['T6'], None, 'paper', tmp_path / 'q').runs['RRDB_x4_eats_ratio40'].options['train'][
+        'regularizers'][0]['layer_ratio'] == 0.4
     assert make_plan(['T1'], ['ECO'], 'paper', tmp_path / 'r').runs.keys() == {'SRResNet_x4_baseline',
                                                                                'SRResNet_x4_eco'}
     with pytest.raises(KeyError, match="no table 'T9'; tables: T1, T2"):
@@ -122,7 +131,7 @@ def test_proxy_dry_run_prints_the_exact_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     commands = [line for line in out.splitlines() if 'train.py' in line]
     assert [c.split(' train.py ', 1)[1] for c in commands] == [
-        f'-opt {tmp_path}/options/SRResNet_x4_{r}.yml --auto_resume' for r in ('baseline', 'dropout_p0.5', 'eats')]
+        f'-opt {tmp_path}/options/SRResNet_x4_{r}.yml --auto_resume' for r in ('baseline', 'dropout', 'eats')]
     assert '300 iterations (T1/Original)' in out and not (tmp_path / 'runs').exists()
 
 

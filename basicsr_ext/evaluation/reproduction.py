@@ -1,8 +1,7 @@
 """Planning a reproduction: the training runs behind a table's rows, their option files, status, commands.
 
-A row of a table is one training run: a paper option file (``options/train/<arch>/<file>_x<scale>.yml``)
-with the table's and row's changes (:mod:`.reproduction_tables`) and a budget
-(:mod:`.reproduction_budgets`). Rows of several tables that train the same thing share one run (T2's
+A row of a table is one training run: a paper option file (``options/train/<arch>/<file>_x<scale>.yml``,
+:mod:`.reproduction_tables`) under a budget (:mod:`.reproduction_budgets`). Rows of several tables that train the same thing share one run (T2's
 EATS is T6's EATS and T7's EATS-1filter). Everything lives under one folder::
 
     <out>/options/<run>.yml     the run's options: rerun by hand with python train.py -opt <it> --auto_resume
@@ -15,7 +14,6 @@ A run is *finished* when its final weights and training state exist, *interrupte
 checkpoint exists (``train.py --auto_resume`` continues it), *new* otherwise. An ECO row needs its
 teacher, the same table's Original run, finished first.
 """
-import copy
 import os
 import shlex
 import shutil
@@ -98,15 +96,8 @@ def _default_benchmark_root():
     return os.path.join(ROOT, 'datasets')
 
 
-def _set_path(mapping, keys, value):
-    node = mapping
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = copy.deepcopy(value)
-
-
 def _run_id(spec, row):
-    return f"{spec.arch_dir}_x{spec.scale}_{row.file}" + (f'_{row.variant}' if row.variant else '')
+    return f'{spec.arch_dir}_x{spec.scale}_{row.file}'
 
 
 def _selected_rows(spec, rows):
@@ -142,14 +133,7 @@ class _Planner:
         rid = _run_id(spec, row)
         source = os.path.join(OPTIONS_ROOT, spec.arch_dir, f'{row.file}_x{spec.scale}.yml')
         raw = read_option_file(source)
-        for keys, value in spec.recipe.items():
-            _set_path(raw, keys, value)
         regs = raw.get('train', {}).get('regularizers') or []
-        if row.regularizer:
-            if not regs:
-                raise OptionError(f'{source}: row {row.name} changes {sorted(row.regularizer)} of a regularizer, '
-                                  'but the file has none')
-            regs[0].update(row.regularizer)
         needs = ()
         if any(r.get('type') == 'ECO' for r in regs):
             teacher = self.run_for(spec, RowSpec('Original', 'baseline'))

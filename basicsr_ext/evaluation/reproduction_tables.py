@@ -1,38 +1,29 @@
-"""The tables ``scripts/reproduce.py`` can fill: which rows, from which option files, with which changes.
+"""The tables ``scripts/reproduce.py`` can fill: which rows, from which option files.
 
-Every row is one training run from a paper option file in ``options/train/<arch>/<file>_x<scale>.yml``,
-with at most a few keys changed (a regularizer's ``p``, ``layer_ratio``, ``num_filters``) and the
-table's recipe (the EATS text's Adam β2). The EATS paper's Tables 1-7 have published numbers
-(:mod:`.paper_tables`); their ``published`` rows are the paper's, and their other rows (Reflash,
-AdaptiveDropout, ECO: rows the other option files can fill) are evaluated beside them without a
-published counterpart. ``SwinIR-x4`` has no published table: all five option files, as written.
+Every row is one training run of a paper option file, ``options/train/<arch>/<file>_x<scale>.yml``,
+as written (docs/regularizers.md says which source each file follows). The EATS paper's Tables 1-7
+have published numbers (:mod:`.paper_tables`); their ``published`` rows are the paper's, and their
+other rows (Reflash, AdaptiveDropout, ECO: rows the other option files can fill) are evaluated beside
+them without a published counterpart. ``SwinIR-x4`` has no published table: all five SwinIR files.
 
-Choices where the sources disagree (docs/reproduce.md):
-
-* **Dropout p.** The EATS text gives p = 0.5 for SRResNet and 0.7 for RRDB "according to Kong et
-  al."; Kong's code (the option files) uses 0.7 and 0.5. The EATS tables' ``Dropout`` rows follow
-  the EATS text, and their ``Reflash`` rows follow Kong's code.
-* **Adam β2.** The EATS text gives 0.999, the option files 0.99 (Reflash's value). Every row of the
-  EATS tables follows the EATS text, so that the rows of one table differ only in the regularizer.
+Where the sources disagree, the files decide (docs/regularizers.md): the EATS tables' ``Dropout``
+rows (``dropout_x*``) take the EATS text's p (SRResNet 0.5, RRDB 0.7) and Adam β2 0.999 like the
+other EATS-table files, while ``Reflash`` (``reflash_dropout_x*``) and ``AdaptiveDropout`` follow
+their authors' code (Kong's p 0.7 / 0.5, β2 0.99). T6 and T7 rows are the ablation files
+``eats_ratio<r>_x4`` (``layer_ratio``) and ``eats_filters<k>_x4`` (``num_filters``, k filters
+erased in one pass).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-__all__ = ['RowSpec', 'TableSpec', 'TABLES', 'find_table', 'EATS_RECIPE']
-
-#: train.optim_g.betas of the EATS text (the option files: [0.9, 0.99])
-EATS_RECIPE = {('train', 'optim_g', 'betas'): [0.9, 0.999]}
-#: Dropout p: (the EATS text, Kong et al.'s code) per architecture folder
-DROPOUT_P = {'SRResNet': (0.5, 0.7), 'RRDB': (0.7, 0.5)}
+__all__ = ['RowSpec', 'TableSpec', 'TABLES', 'find_table']
 
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row: the option file stem (baseline, dropout, adaptive_dropout, eats, eco), changes to its
-    first regularizer, a suffix naming the variant's run, and whether the paper prints the row."""
+    """One row: the option file stem (baseline, dropout, eats, eats_ratio20, ...) and whether the
+    paper prints the row."""
     name: str
     file: str
-    regularizer: dict = field(default_factory=dict)
-    variant: str = ''
     published: bool = True
 
 
@@ -46,7 +37,6 @@ class TableSpec:
     paper_arch: str = None     # the paper's arch name for our registered arch, where not built in
     baseline: str = 'Original'
     improvement: str = 'EATS'
-    recipe: dict = field(default_factory=dict)
     note: str = ''
 
     def row(self, name):
@@ -60,22 +50,16 @@ class TableSpec:
         return tuple(r.name for r in self.rows if r.published)
 
 
-def _extras(arch_dir, with_dropout):
-    rows = []
-    if arch_dir in DROPOUT_P:
-        rows.append(RowSpec('Reflash', 'dropout', {'p': DROPOUT_P[arch_dir][1]}, f'p{DROPOUT_P[arch_dir][1]}',
-                            published=False))
-    elif with_dropout:
-        rows.append(RowSpec('Dropout', 'dropout', published=False))
-    rows += [RowSpec('AdaptiveDropout', 'adaptive_dropout', published=False),
-             RowSpec('ECO', 'eco', published=False)]
-    return tuple(rows)
+def _extras(arch_dir):
+    first = RowSpec('Reflash', 'reflash_dropout', published=False) if arch_dir in ('SRResNet', 'RRDB') else \
+        RowSpec('Dropout', 'dropout', published=False)
+    return (first, RowSpec('AdaptiveDropout', 'adaptive_dropout', published=False),
+            RowSpec('ECO', 'eco', published=False))
 
 
 def _main_table(tid, arch_dir, scale):
-    p = DROPOUT_P[arch_dir][0]
-    rows = (RowSpec('Original', 'baseline'), RowSpec('Dropout', 'dropout', {'p': p}, f'p{p}'), RowSpec('EATS', 'eats'))
-    return TableSpec(tid, arch_dir, scale, rows + _extras(arch_dir, False), paper=tid, recipe=EATS_RECIPE)
+    rows = (RowSpec('Original', 'baseline'), RowSpec('Dropout', 'dropout'), RowSpec('EATS', 'eats'))
+    return TableSpec(tid, arch_dir, scale, rows + _extras(arch_dir), paper=tid)
 
 
 _RATIOS = (20, 40, 60, 80)
@@ -86,18 +70,16 @@ TABLES = {t.id: t for t in (
     _main_table('T2', 'RRDB', 4),
     _main_table('T3', 'SRResNet', 2),
     _main_table('T4', 'RRDB', 2),
-    TableSpec('T5', 'HAN_lite', 4, (RowSpec('Original', 'baseline'), RowSpec('EATS', 'eats'))
-              + _extras('HAN_lite', True), paper='T5', paper_arch='HAN-lite', recipe=EATS_RECIPE),
+    TableSpec('T5', 'HAN_lite', 4, (RowSpec('Original', 'baseline'), RowSpec('EATS', 'eats')) + _extras('HAN_lite'),
+              paper='T5', paper_arch='HAN-lite'),
     TableSpec('T6-layer-ratio', 'RRDB', 4,
-              (RowSpec('Original', 'baseline'),)
-              + tuple(RowSpec(f'EATS-{r}%', 'eats', {'layer_ratio': r / 100}, f'r{r}') for r in _RATIOS)
-              + (RowSpec('EATS', 'eats'),),
-              paper='T6-layer-ratio', recipe=EATS_RECIPE,
+              (RowSpec('Original', 'baseline'),) + tuple(RowSpec(f'EATS-{r}%', f'eats_ratio{r}') for r in _RATIOS)
+              + (RowSpec('EATS', 'eats'),), paper='T6-layer-ratio',
               note='EATS-r%: the shallowest r% of the participating layers (layer_ratio); EATS: all of them'),
     TableSpec('T7-filters', 'RRDB', 4,
               (RowSpec('Original', 'baseline'), RowSpec('EATS-1filter', 'eats'))
-              + tuple(RowSpec(f'EATS-{k}filter', 'eats', {'num_filters': k}, f'k{k}') for k in _FILTERS),
-              paper='T7-filters', improvement='EATS-1filter', recipe=EATS_RECIPE,
+              + tuple(RowSpec(f'EATS-{k}filter', f'eats_filters{k}') for k in _FILTERS),
+              paper='T7-filters', improvement='EATS-1filter',
               note='EATS-kfilter: k filters erased together in the one disrupted pass (num_filters: k)'),
     TableSpec('SwinIR-x4', 'SwinIR', 4,
               tuple(RowSpec(n, f) for n, f in (('Original', 'baseline'), ('Dropout', 'dropout'),
