@@ -29,7 +29,9 @@ setup(
     extras_require={
         # scripts/export_onnx.py: the exporter's graph checks and the onnxruntime check
         'onnx': ['onnx', 'onnxruntime'],
+        # logger.wandb
+        'wandb': ['wandb'],
         # tests/test_interchange.py: other tools load this project's checkpoints
-        'test': ['pytest', 'jsonschema', 'onnx', 'onnxruntime', 'spandrel'],
+        'test': ['pytest', 'jsonschema', 'onnx', 'onnxruntime', 'spandrel', 'wandb'],
     },
 )

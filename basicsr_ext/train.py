@@ -20,6 +20,7 @@ from .utils.checkpoint import (atomic_save, find_resume_state, get_rng_states, l
 from .utils.curves import TrainingCurves
 from .utils.logging import configure_logger
 from .utils.progress import ProgressLogger
+from .utils.wandb_run import WandbRun
 
 
 def _prepare_dirs(opt, resuming):
@@ -66,6 +67,8 @@ def save_checkpoint(model, opt, epoch, position, current_iter, logger):
         state = {'epoch': epoch, 'iter': current_iter, 'sampler_position': position, 'rng': ranks[0]['rng'],
                  'ranks': ranks}
         state.update(model.training_state())
+        if opt.get('wandb_run_id'):  # a run resumed from this state continues the same wandb run
+            state['wandb_run_id'] = opt['wandb_run_id']
         atomic_save(state, os.path.join(paths['training_states'], f'{current_iter}.state'))
         prune_checkpoints(paths['training_states'], paths['models'], opt['logger'].get('keep_checkpoints', 0))
         logger.info(f'Saved checkpoint at iteration {current_iter:,d}.')
@@ -218,6 +221,9 @@ def _train(opt, args, run, progress_state):
     progress = ProgressLogger(opt, start_iter, logger, tb_logger)
     curves = TrainingCurves(opt, start_iter if resume_path else None, logger)
     run.closers.insert(0, lambda: (curves.plot(final=True), curves.close()))
+    wandb_run = WandbRun(opt, state.get('wandb_run_id') if resume_path else None, logger)  # logger.wandb
+    run.closers.append(wandb_run.abort)  # marks a run that ends early as failed; a finish() before wins
+    opt['wandb_run_id'] = wandb_run.id
     stop = run.stop = dist_util.StopRequest()
     log_cfg, val_cfg = opt['logger'], opt['val']
     current_iter = start_iter
@@ -250,6 +256,7 @@ def _train(opt, args, run, progress_state):
                 if skipped:
                     logger.warning(f'{skipped:,d} unreadable training image(s) skipped so far (on_bad_image: skip)')
                 curves.log_train(current_iter, epoch, lrs, losses, its)
+                wandb_run.log_train(current_iter, epoch, lrs, losses, its)
             stopping = dist_util.any_rank(stop.signal is not None, model.device)
             saving = current_iter % int(log_cfg['save_checkpoint_freq']) == 0 or current_iter == total_iter or stopping
             if (printing or saving) and _diverged(model, opt, current_iter, logger):
@@ -258,11 +265,13 @@ def _train(opt, args, run, progress_state):
                 save_checkpoint(model, opt, epoch, position, current_iter, logger)
             if stopping:
                 logger.info(f'Stopped by signal at iteration {current_iter:,d}; continue with --auto_resume.')
+                wandb_run.finish()
                 return 0
             validating = val_loaders and (current_iter % int(val_cfg['val_freq']) == 0 or current_iter == total_iter)
             if validating:
                 results = validate_all(model, val_loaders, current_iter, tb_logger, opt)
                 curves.log_validation(current_iter, results)
+                wandb_run.log_validation(current_iter, results)
             if saving or validating:  # once for both: drawing is the slow part
                 curves.plot()
             if current_iter >= total_iter:
@@ -275,12 +284,14 @@ def _train(opt, args, run, progress_state):
     if val_loaders and not results:
         results = validate_all(model, val_loaders, current_iter, tb_logger, opt)
         curves.log_validation(current_iter, results)
+        wandb_run.log_validation(current_iter, results)
     for name, metrics in results.items():
         summary = ', '.join(f'{m}: {v:.4f}' for m, v in metrics.items())
         logger.info(f'Final validation on {name} at iteration {current_iter:,d}: {summary}')
     if skipped:
         logger.warning(f'{skipped:,d} unreadable training image(s) were skipped (on_bad_image: skip).')
     logger.info(f'Training finished. Checkpoints are in {paths["models"]}')
+    wandb_run.finish()
     return 0
 
 

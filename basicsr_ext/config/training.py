@@ -5,6 +5,7 @@ missing required keys, wrong types, missing dataroots, architecture arguments (a
 arch's constructor), optimizer/scheduler/loss arguments, regularizer sites and pairings,
 and that the network really upsamples by ``scale``.
 """
+import importlib.util
 import os
 
 import torch
@@ -23,6 +24,12 @@ from .gan import (GAN_PATH_FIELDS, GAN_TOP_FIELDS, GAN_TRAIN_FIELDS, VGG_PATH_FI
 from .kwargs import OPTIMIZERS, dict_registry, registered, scheduler_classes, typed_section, validate_kwargs
 
 __all__ = ['METRIC_SCHEMA', 'TOP_SCHEMA', 'load_options', 'resolve_num_gpu', 'set_paths', 'validate_options']
+
+
+def _check_wandb_installed(value, where):
+    if value is not None and importlib.util.find_spec('wandb') is None:
+        raise OptionError(f'{where}: {value!r} asks for wandb logging, but the wandb package is not installed: '
+                          'pip install wandb (or set it to null)')
 
 
 def _check_num_gpu(value, where):
@@ -95,7 +102,16 @@ TOP_SCHEMA = {
         'save_safetensors': Field(bool, False, doc='also write net_g_<iter>.safetensors beside each net_g_<iter>.pth: '
                                   'the inference weights (params_ema if kept, else params) with the network options '
                                   'and scale as metadata, for other tools (docs/interchange.md)'),
-        'wandb': Section({}, open=True, doc='accepted for BasicSR compatibility; unused'),
+        'wandb': Section({
+            'project': Field(str, None, check=_check_wandb_installed,
+                             doc='Weights & Biases project: set it to log the losses, learning rate, it/s and '
+                             'validation metrics to wandb (null: no wandb)'),
+            'entity': Field(str, None, doc='wandb team or user (default: your default entity)'),
+            'name': Field(str, None, doc='wandb run name (default: the experiment name)'),
+            'tags': Field(list, [], item=str, doc='wandb run tags'),
+            'resume_id': Field(str, None, doc='continue this wandb run (default: the run id stored in the resumed '
+                               '.state file; a new run otherwise)'),
+        }, doc='Weights & Biases logging (the wandb package; WANDB_MODE=offline logs to disk only)'),
     }, doc='logging'),
     'dist_params': Section({
         'backend': Field(str, None, doc="'nccl' (CUDA) or 'gloo' (CPU); default by device"),
