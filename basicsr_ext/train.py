@@ -12,6 +12,7 @@ from basicsr.utils import logger as basicsr_logger
 
 from .config import OptionError, load_options, make_parser, resolve_num_gpu
 from .data import build_dataset, build_train_loader, build_val_loader, sample_seed
+from .data.prefetch import Prefetcher
 from .failures import RunResources, describe_failure
 from .models import build_model
 from .utils import dist as dist_util
@@ -209,6 +210,8 @@ def _train(opt, args, run, progress_state):
                 f'{total_iter:,d} iterations')
 
     model = build_model(opt)
+    # prefetch_mode cuda: copy and degrade each batch on a side stream while the previous step runs
+    batches = Prefetcher(model.device, model.prepare_batch) if train_opt.get('prefetch_mode') == 'cuda' else iter
     start_iter, epoch, position = 0, 0, 0
     if resume_path:
         state = load_checkpoint(resume_path)
@@ -233,7 +236,7 @@ def _train(opt, args, run, progress_state):
     while current_iter < total_iter or micro_step:  # a step may span the end of an epoch
         sampler.set_epoch(epoch, start=position * train_opt['batch_size_per_gpu'])
         t_data = time.time()
-        for data in run.track_iterator(iter(loader)):
+        for data in batches(run.track_iterator(iter(loader))):
             progress.add_data_time(time.time() - t_data)
             position += 1
             skipped += _skipped_in(data)

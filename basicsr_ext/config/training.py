@@ -26,6 +26,12 @@ from .kwargs import OPTIMIZERS, dict_registry, registered, scheduler_classes, ty
 __all__ = ['METRIC_SCHEMA', 'TOP_SCHEMA', 'load_options', 'resolve_num_gpu', 'set_paths', 'validate_options']
 
 
+def _check_compile(value, where):
+    if value not in (False, True, 'default', 'reduce-overhead', 'max-autotune'):
+        raise OptionError(f"{where}: expected false, true, 'default', 'reduce-overhead' or 'max-autotune', "
+                          f'got {value!r}')
+
+
 def _check_wandb_installed(value, where):
     if value is not None and importlib.util.find_spec('wandb') is None:
         raise OptionError(f'{where}: {value!r} asks for wandb logging, but the wandb package is not installed: '
@@ -81,6 +87,12 @@ TOP_SCHEMA = {
         'amp': Field((bool, str), False, check=check_amp,
                      doc="mixed precision: false, true (= fp16, with loss scaling), 'fp16' or 'bf16'; CUDA "
                      'recommended (CPU autocast is far slower than fp32 without bf16 units)'),
+        'compile': Field((bool, str), False, check=_check_compile,
+                         doc="torch.compile the network for training: false, true (= 'default'), 'default', "
+                         "'reduce-overhead' (CUDA graphs) or 'max-autotune'; validation runs eagerly and "
+                         'checkpoints are unchanged. The first steps take longer while it compiles'),
+        'compile_backend': Field(str, 'inductor', doc="torch.compile backend: 'inductor' (generates kernels; needs "
+                                 "a C++ compiler on CPU), or e.g. 'aot_eager' (traces only, to debug a graph)"),
     }, doc='training'),
     'val': Section({
         'val_freq': Field((int, float), 5000, doc='validate every N iterations'),
@@ -212,6 +224,25 @@ def _validate_regularizers(regs, net, opt):
     return out
 
 
+def _validate_compile(t):
+    """``train.compile``: normalised to a mode or False; every regularizer must support it."""
+    if t['compile'] is True:
+        t['compile'] = 'default'
+    if not t['compile']:
+        return
+    # torch._dynamo is slow to import; only files that compile need its list of backends
+    import torch._dynamo
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if t['compile_backend'] not in backends:
+        raise OptionError(f"train.compile_backend: {t['compile_backend']!r} is not a torch.compile backend; "
+                          f"available: {', '.join(sorted(backends))}")
+    if t['compile_backend'] != 'inductor' and t['compile'] != 'default':
+        raise OptionError(f"train.compile: mode {t['compile']!r} is an inductor mode, but compile_backend is "
+                          f"{t['compile_backend']!r}; use compile: default with that backend")
+    for i, entry in enumerate(t['regularizers']):
+        REGULARIZER_REGISTRY.get(entry['type']).check_compile(entry, f'train.regularizers[{i}]')
+
+
 def validate_options(raw, is_train=True):
     """Validate a raw option dict; return the complete option dict with defaults."""
     if not isinstance(raw, dict):
@@ -253,6 +284,7 @@ def validate_options(raw, is_train=True):
         if t['pixel_opt'] is None and t['perceptual_opt'] is None:
             raise OptionError('train.pixel_opt: missing required key (a pixel or perceptual loss is needed)')
         t['regularizers'] = _validate_regularizers(t['regularizers'], meta_net, opt)
+        _validate_compile(t)
         resolve_vgg_weights(opt)
         validate_gan_options(raw, opt, MODEL_REGISTRY.get(opt['model_type']), meta_net)
     opt['val']['metrics'] = _validate_metrics(opt['val']['metrics'], 'val.metrics')
@@ -266,6 +298,9 @@ def resolve_num_gpu(opt):
     elif opt['num_gpu'] > 0 and not torch.cuda.is_available():
         raise OptionError(f"num_gpu: {opt['num_gpu']} GPUs requested but CUDA is not available; "
                           "use num_gpu: 0 or 'auto'")
+    train = opt['datasets'].get('train')
+    if train is not None and train.get('pin_memory', False) is None:  # null: pin when the batches go to a GPU
+        train['pin_memory'] = opt['num_gpu'] > 0
     return opt
 
 

@@ -27,6 +27,12 @@ KERNEL_TYPES = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau
 MAX_BAD_IN_A_ROW = 50
 
 
+PREFETCH_DOC = ("training: 'cuda' copies each batch to the device and runs the training degradation on a side "
+                "stream while the previous step runs (data/prefetch.py; on a CPU run the same batches in order); "
+                "null or 'cpu': the plain loader (its workers still prefetch)")
+PIN_MEMORY_DOC = 'pin dataloader memory (fast non-blocking copies to the GPU); null: when the run is on CUDA'
+
+
 def loader_options(type_name):
     """The generic keys basicsr's dataloader / option files put in every dataset section."""
     return {
@@ -41,8 +47,8 @@ def loader_options(type_name):
         'num_worker_per_gpu': Field(int, 4, min=0, doc='dataloader workers per GPU'),
         'batch_size_per_gpu': Field(int, 16, min=1, doc='batch size per GPU'),
         'dataset_enlarge_ratio': Field(int, 1, min=1, doc='repeat the dataset this many times per epoch'),
-        'prefetch_mode': Field(str, None, choices=(None, 'cpu', 'cuda'), doc='accepted for BasicSR files; every value behaves like null (DataLoader workers prefetch)'),
-        'pin_memory': Field(bool, False, doc='pin dataloader memory'),
+        'prefetch_mode': Field(str, None, choices=(None, 'cpu', 'cuda'), doc=PREFETCH_DOC),
+        'pin_memory': Field(bool, None, doc=PIN_MEMORY_DOC),
         'persistent_workers': Field(bool, False, doc='keep dataloader workers between epochs'),
         'on_bad_image': Field(str, 'error', choices=('error', 'skip'),
                               doc='unreadable image: raise naming the file, or warn, count and use another'),

@@ -55,6 +55,8 @@ class BlindSRModel(ValidationMixin, ModelStateMixin, SRModel):
             train = self.opt['train']
             net = TrainableNetwork(net, train['regularizers'], train['total_iter'], self.opt['network_g'])
             net = net.to(self.device)
+            if self.options.train.compile:  # the training forward only; checkpoints hold the bare network
+                net.compile_network(self.options.train.compile, self.options.train.compile_backend)
         if self.options.dist:
             device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()
                           ] if self.device.type == 'cuda' else None
@@ -114,16 +116,31 @@ class BlindSRModel(ValidationMixin, ModelStateMixin, SRModel):
         if current_iter is not None:
             self.current_iter = current_iter
         self.batch = data
-        if self.is_train and self.degradation is not None and 'kernel1' in data:
-            # D for regularizers that degrade other targets the same way (ECO); captures the draw's state
-            self.redegrade = self.degradation.redegrader(data, self.current_iter)
-            self.degraded = self.degradation(data, self.current_iter)
+        if self.is_train and self.degradation is not None and ('kernel1' in data or 'degraded' in data):
+            if 'degraded' not in data:
+                data = self.prepare_batch(data)
+            self.redegrade, self.degraded = data['redegrade'], data['degraded']
             # Real-ESRNet's L1 target is the sharpened GT when the GT is USM-sharpened before degrading
             sharpened = self.degradation.opt['gt_usm']
             self.lq, self.gt = self.degraded['lq'], self.degraded['gt_usm' if sharpened else 'gt']
+            self.degradation._maybe_write_grid(self.lq, self.gt, self.current_iter)  # debug_grid.every
         else:
             self.redegrade = None
-            super().feed_data(data)
+            self.lq = data['lq'].to(self.device, non_blocking=True)  # from pinned memory: no host wait
+            if 'gt' in data:
+                self.gt = data['gt'].to(self.device, non_blocking=True)
+
+    def prepare_batch(self, data):
+        """``data`` with its training degradation done (``'degraded'``, ``'redegrade'``), or as it is.
+
+        The prefetcher (``prefetch_mode: cuda``) calls it one batch ahead on a side stream; feed_data
+        calls it otherwise. The iteration is not known ahead, so feed_data writes the debug grid.
+        """
+        if not (self.is_train and self.degradation is not None and 'kernel1' in data):
+            return data
+        # D for regularizers that degrade other targets the same way (ECO); captures the draw's state
+        redegrade = self.degradation.redegrader(data)
+        return {**data, 'degraded': self.degradation(data), 'redegrade': redegrade}
 
     def compute_losses(self, output, gt):
         losses = OrderedDict()

@@ -81,6 +81,11 @@ class Regularizer(nn.Module):
     def check_options(cls, opt: dict, full_opt: dict, where: str):
         """Raise OptionError if ``opt`` does not fit the rest of the options (data, degradation). Default: no check."""
 
+    @classmethod
+    def check_compile(cls, opt: dict, where: str):
+        """Raise OptionError naming this regularizer if it cannot train under ``train.compile``. Default: it can
+        (site hooks and pre-forward transforms are traced into the compiled graph)."""
+
     def on_iter_start(self, current_iter: int):
         pass
 

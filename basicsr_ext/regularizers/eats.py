@@ -252,6 +252,14 @@ class EATS(Regularizer):
                 raise OptionError(f"{where}.layers: EATS with num_filters {opt['num_filters']} needs {need} channels "
                                   f"per layer, but {sites.arch}'s '{site.name}' has {site.num_channels()}")
 
+    @classmethod
+    def check_compile(cls, opt, where):
+        if opt['reuse_prefix']:
+            raise OptionError(f'{where}: EATS with reuse_prefix: true cannot be compiled (train.compile): its call '
+                              "tape records the module calls of an eager forward, which a compiled graph does not "
+                              'make, and each drawn layer would recompile it. Set train.compile: false, or '
+                              'reuse_prefix: false (the disrupted pass then runs in full, eagerly)')
+
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
         layers = resolve_sites(sites, opt['layers'])
