@@ -122,7 +122,12 @@ def train_runs(plan, groups, log=print, poll=2.0):
         time.sleep(poll if quiet else 0)
         for gi, (run, proc, t0, out, cmd, before) in list(running.items()):
             if not quiet:
-                proc.wait()
+                try:
+                    proc.wait()
+                except KeyboardInterrupt:  # the child got the SIGINT too: let it save its checkpoint
+                    log(f'[{run.id}] interrupted: waiting for train.py to save a checkpoint; rerun to resume')
+                    proc.wait()
+                    raise
             if proc.poll() is None:
                 continue
             del running[gi]
