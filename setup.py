@@ -24,6 +24,8 @@ setup(
         'scipy',
         'tqdm',
         'matplotlib',
+        # LPIPS and DISTS (basicsr_ext.metrics): their heads ship in the package; backbones are read from local files
+        'torchmetrics>=1.9,<2',
         'safetensors',  # logger.save_safetensors and .safetensors checkpoints
     ],
     extras_require={

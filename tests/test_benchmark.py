@@ -228,8 +228,8 @@ def test_option_errors_name_the_key(tmp_path):
         validate_test_options(_base_options(tmp_path, datasets=[{'name': 'D', 'dataroot_hr': 'no/such/HR'}]))
     with pytest.raises(OptionError, match=r"^baseline: no model named 'Bicubc'; did you mean 'Bicubic'\?"):
         validate_test_options(_base_options(tmp_path, baseline='Bicubc'))
-    with pytest.raises(OptionError, match=r'^metrics.lpips: LPIPS is not offered'):
-        validate_test_options(_base_options(tmp_path, metrics={'lpips': True}))
+    with pytest.raises(OptionError, match=r"^metrics.lpips: 'squeeze' is not an LPIPS backbone; use true \(= alex\)"):
+        validate_test_options(_base_options(tmp_path, metrics={'lpips': 'squeeze'}))
     with pytest.raises(OptionError, match=r"^degradations\[1\]: invalid degradation spec 'blurr'"):
         validate_test_options(_base_options(tmp_path, degradations=['clean', 'blurr']))
     with pytest.raises(OptionError, match=r'^models\[0\].path: not used by the bicubic pseudo-model'):

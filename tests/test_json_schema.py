@@ -133,10 +133,10 @@ def test_test_options_mistakes(testing):
     assert errors(testing, opt) == []
     opt['models'][0]['network_g']['num_fet'] = 64
     opt['models'][1]['param_key'] = 'ema'
-    opt['metrics']['lpips'] = True
+    opt['metrics']['ms_ssim'] = True
     opt['datasets'] = []
     found = [(located(e), e.validator) for e in errors(testing, opt)]
-    assert found == [('datasets', 'minItems'), ('metrics.lpips', 'additionalProperties'),
+    assert found == [('datasets', 'minItems'), ('metrics.ms_ssim', 'additionalProperties'),
                      ('models[0].network_g.num_fet', 'additionalProperties'), ('models[1].param_key', 'enum')]
 
 

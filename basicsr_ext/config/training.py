@@ -6,6 +6,7 @@ arch's constructor), optimizer/scheduler/loss arguments, regularizer sites and p
 and that the network really upsamples by ``scale``.
 """
 import importlib.util
+import inspect
 import os
 
 import torch
@@ -14,6 +15,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from ..archs import arch_spec, get_sites, has_sites
 from ..archs.meta import build_meta_network
 from ..data import DEGRADATION_TYPES
+from ..metrics import metric_better
 from ..regularizers import REGULARIZER_REGISTRY, combination_error
 from ..utils.amp import check_amp
 from ..utils.paths import PROJECT_ROOT
@@ -21,7 +23,8 @@ from ..utils.schema import Field, OptionError, Section, check_path, join, valida
 from .files import read_option_file
 from .gan import (GAN_PATH_FIELDS, GAN_TOP_FIELDS, GAN_TRAIN_FIELDS, VGG_PATH_FIELD, resolve_vgg_weights,
                   validate_gan_options)
-from .kwargs import OPTIMIZERS, dict_registry, registered, scheduler_classes, typed_section, validate_kwargs
+from .kwargs import (OPTIMIZERS, dict_registry, field_from_default, registered, scheduler_classes, typed_section,
+                     validate_kwargs)
 
 __all__ = ['METRIC_SCHEMA', 'TOP_SCHEMA', 'load_options', 'resolve_num_gpu', 'set_paths', 'validate_options']
 
@@ -138,16 +141,29 @@ METRIC_SCHEMA = {
     'crop_border': Field(int, 0, min=0, doc='pixels cropped from each border before measuring'),
     'test_y_channel': Field(bool, False, doc='measure on the Y channel of YCbCr (else RGB)'),
     'input_order': Field(str, 'HWC', choices=('HWC', 'CHW')),
-    'better': Field(str, 'higher', choices=('higher', 'lower'), doc='which direction is better, for best tracking'),
+    'better': Field(str, None, choices=('higher', 'lower'),
+                    doc="which direction is better, for best tracking (default: the metric's own: lower for NIQE, "
+                    'LPIPS and DISTS, else higher)'),
 }
+_METRIC_COMMON = ('img', 'img2', 'crop_border', 'input_order', 'test_y_channel')
+
+
+def _metric_schema(fn):
+    """METRIC_SCHEMA plus the metric function's own keyword arguments (e.g. calculate_lpips' net, weights)."""
+    own = {name: field_from_default(p.default) for name, p in inspect.signature(fn).parameters.items()
+           if name not in _METRIC_COMMON and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {**own, **METRIC_SCHEMA}
 
 
 def _validate_metrics(metrics, where):
     out = {}
     for name, m in (metrics or {}).items():
         mw = join(where, name)
-        checked = validate(m, METRIC_SCHEMA, mw)
-        registered(METRIC_REGISTRY, checked['type'], f'{mw}.type', 'metric')
+        if not isinstance(m, dict) or 'type' not in m:
+            raise OptionError(f'{mw}.type: missing required key')
+        fn = registered(METRIC_REGISTRY, m['type'], f'{mw}.type', 'metric')
+        checked = validate(m, _metric_schema(fn), mw)
+        checked['better'] = checked['better'] or metric_better(checked['type'])
         out[name] = checked
     return out
 

@@ -331,7 +331,7 @@ def _expand(degradations):
 
 
 def generate_testsets(hr_dir, out_dir, scale=4, degradations=None, seed=0, protocol='reflash', workers=1,
-                      progress=True):
+                      progress=True, exclude=()):
     """Write ``<out_dir>/x<scale>/HR/<stem>.png`` and ``<out_dir>/x<scale>/<set>/<stem>.png``.
 
     Args:
@@ -344,6 +344,7 @@ def generate_testsets(hr_dir, out_dir, scale=4, degradations=None, seed=0, proto
         protocol (str): ``'reflash'`` or ``'matlab'``; matlab sets go to ``<set>_matlab`` folders.
         workers (int): processes; the output does not depend on it.
         progress (bool): show a tqdm bar over images.
+        exclude: stems of HR images to leave out (e.g. unreadable ones a caller skips).
 
     Returns:
         dict: folder name (``'HR'``, ``'clean'``, ...) -> list of written paths, sorted by image.
@@ -358,7 +359,7 @@ def generate_testsets(hr_dir, out_dir, scale=4, degradations=None, seed=0, proto
         raise ValueError(f'scale must be a positive integer, got {scale!r}')
     scale = int(scale)
     specs = _expand(degradations)
-    files = _list_images(hr_dir)
+    files = [p for p in _list_images(hr_dir) if p.stem not in set(exclude)]
     root = Path(out_dir) / f'x{scale}'
     for dirname in ['HR'] + [set_dirname(s, protocol) for s in specs]:
         (root / dirname).mkdir(parents=True, exist_ok=True)

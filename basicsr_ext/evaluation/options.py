@@ -20,8 +20,10 @@ from ..utils.amp import check_amp
 from ..utils.device import resolve_device
 from ..utils.misc import did_you_mean
 from ..utils.paths import PROJECT_ROOT
-from ..utils.schema import Field, OptionError, Section, describe, validate
+from ..utils.schema import Field, OptionError, describe, validate
+from .real_sets import REAL_DATASET_FIELDS, check_synthetic_keys, validate_real_dataset
 from .report import IMPROVEMENT
+from .scoring import METRICS_SECTION, validate_metrics
 
 __all__ = ['TEST_SCHEMA', 'MODEL_SCHEMA', 'DATASET_SCHEMA', 'resolve', 'validate_models', 'validate_test_options',
            'load_test_options', 'describe_options', 'test_options_json_schema']
@@ -45,9 +47,12 @@ MODEL_SCHEMA = {
 
 DATASET_SCHEMA = {
     'name': Field(str, doc='dataset name (table block title, cache folder)'),
-    'dataroot_hr': Field(str, doc='folder of HR images (mod-cropped to the scale here)'),
-    'dataroot_lr': Field(dict, None, doc='existing LR folders per degradation, e.g. {clean: path}; '
-                         "'{scale}' in a path is replaced by the scale; others are generated"),
+    'dataroot_hr': Field(str, None, doc='folder of HR images (mod-cropped to the scale here); required except '
+                         'for lr_only sets'),
+    'dataroot_lr': Field((dict, str), None, doc='synthetic: existing LR folders per degradation, e.g. {clean: path}, '
+                         "others are generated; paired / lr_only: the folder of captured LR images; '{scale}' in a "
+                         'path is replaced by the scale'),
+    **REAL_DATASET_FIELDS,
 }
 
 
@@ -72,10 +77,7 @@ TEST_SCHEMA = {
                        '(the layout of scripts/generate_degraded_testsets.py, whose sets are reused)'),
     'workers': Field(int, 1, min=1, doc='processes generating missing LR sets'),
     'results_root': Field(str, None, doc='output folder (default results/<name>)'),
-    'metrics': Section({
-        'psnr': Field(bool, True, doc='PSNR (basicsr calculate_psnr)'),
-        'ssim': Field(bool, True, doc='SSIM (basicsr calculate_ssim)'),
-    }, doc='metrics to compute (LPIPS is not offered: it needs downloaded weights)'),
+    'metrics': METRICS_SECTION,
     'crop_border': Field(int, None, min=0, doc='pixels cut from each border before the metrics (default: scale)'),
     'test_y_channel': Field(bool, False, doc='metrics on Y of YCbCr (matlab/ECO) instead of RGB (reflash/EATS)'),
     'save_images': Field(bool, False, doc='write the SR images under results/<name>/visualization/'),
@@ -193,10 +195,22 @@ def validate_models(models, root=PROJECT_ROOT):
     return [_validate_model(m, f'models[{i}]', root) for i, m in enumerate(models)]
 
 
+def _folder_per_scale(path, where, scales, root):
+    """A folder where '{scale}' stands for the scale: it must exist at every scale; resolved, '{scale}' kept."""
+    for scale in scales:
+        _require(str(path).replace('{scale}', str(scale)), where, 'folder', root)
+    return resolve(path, root)
+
+
 def _validate_dataset(d, where, degradations, scales, root):
     if not isinstance(d, dict):
         raise OptionError(f'{where}: expected a mapping with name and dataroot_hr, got {d!r}')
     d = validate(d, DATASET_SCHEMA, where)
+    if d['type'] != 'synthetic':
+        return validate_real_dataset(d, where, lambda path, w: _folder_per_scale(path, w, scales, root))
+    check_synthetic_keys(d, where)
+    if d['dataroot_hr'] is None:
+        raise OptionError(f'{where}.dataroot_hr: missing required key (folder of HR images)')
     d['dataroot_hr'] = _require(d['dataroot_hr'], f'{where}.dataroot_hr', 'folder', root)
     if not list_images(d['dataroot_hr']):
         raise OptionError(f"{where}.dataroot_hr: no images in folder '{d['dataroot_hr']}'")
@@ -209,9 +223,7 @@ def _validate_dataset(d, where, degradations, scales, root):
             raise OptionError(f'{w}: {err}') from err
         if name not in degradations:
             raise OptionError(f'{w}: {name!r} is not among the evaluated degradations {degradations}')
-        for scale in scales:
-            _require(str(path).replace('{scale}', str(scale)), w, 'folder', root)
-        lr[name] = resolve(path, root)
+        lr[name] = _folder_per_scale(path, w, scales, root)
     d['dataroot_lr'] = lr
     return d
 
@@ -226,10 +238,6 @@ def validate_test_options(raw, root=PROJECT_ROOT):
     """Validate a raw test-options dict before anything runs; returns it complete, paths resolved."""
     if not isinstance(raw, dict):
         raise OptionError(f'options: expected a mapping at the top level, got {type(raw).__name__}')
-    metrics = raw.get('metrics')
-    if isinstance(metrics, dict) and 'lpips' in metrics:
-        raise OptionError('metrics.lpips: LPIPS is not offered (it needs network weights downloaded at run time); '
-                          'see docs/evaluation.md')
     opt = validate(raw, TEST_SCHEMA)
     if '/' in opt['name'] or opt['name'] in ('', '.', '..'):
         raise OptionError(f"name: {opt['name']!r} cannot be a folder name")
@@ -259,6 +267,7 @@ def validate_test_options(raw, root=PROJECT_ROOT):
     names = [d['name'] for d in opt['datasets']]
     if len(set(names)) != len(names):
         raise OptionError(f'datasets: names must be unique, got {names}')
+    validate_metrics(opt, lambda path: resolve(path, root))
     model_names = list(dict.fromkeys(m['name'] for m in opt['models']))
     for key in ('baseline', 'improvement'):
         if opt[key] is not None and opt[key] not in model_names:

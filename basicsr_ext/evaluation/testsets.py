@@ -60,8 +60,11 @@ def _match_lr(folder, stem, scale):
     return None
 
 
-def prepare_dataset(opt, dataset, scale):
+def prepare_dataset(opt, dataset, scale, bad=None):
     """Make sure every LR set of ``dataset`` at ``scale`` exists; return where the files are.
+
+    ``bad`` (a :class:`.real_sets.BadImages` whose policy is skip): unreadable HR images are left out of the
+    sets and recorded there instead of stopping the generation.
 
     Returns:
         (gt, sets): ``gt`` maps stem -> GT source ``(path, kind)`` with kind 'cached' (mod-cropped
@@ -69,6 +72,8 @@ def prepare_dataset(opt, dataset, scale):
         degradation -> {stem: LR path}.
     """
     hr_stems = _stems(dataset['dataroot_hr'])
+    if bad is not None and bad.policy == 'skip':
+        hr_stems = {s: p for s, p in hr_stems.items() if bad.read(read_hr_image, p, s) is not None}
     user = {d: p.replace('{scale}', str(scale)) for d, p in dataset['dataroot_lr'].items()}
     todo = [d for d in opt['degradations'] if d not in user]
     root = os.path.join(_cache_root(opt, dataset), f'x{scale}')
@@ -80,7 +85,7 @@ def prepare_dataset(opt, dataset, scale):
         logger.info(f"{dataset['name']} x{scale}: generating {', '.join(missing)} ({opt['protocol']}) in {root}")
         generate_testsets(dataset['dataroot_hr'], _cache_root(opt, dataset), scale=scale, degradations=missing,
                           seed=opt['seed'], protocol=opt['protocol'], workers=opt['workers'],
-                          progress=opt['progress'])
+                          progress=opt['progress'], exclude=set(_stems(dataset['dataroot_hr'])) - set(hr_stems))
         for d in missing:
             _mark_complete(os.path.join(root, set_dirname(d, opt['protocol'])), hr_stems, meta)
         _mark_complete(os.path.join(root, 'HR'), hr_stems, meta)
