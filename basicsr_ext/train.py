@@ -216,7 +216,8 @@ def _train(opt, args, run, progress_state):
     if resume_path:
         state = load_checkpoint(resume_path)
         start_iter, epoch, position = state['iter'], state['epoch'], state['sampler_position']
-        model.load_network_state(load_checkpoint(_weights_of(resume_path, start_iter, paths['models'])))
+        weights = _weights_of(resume_path, start_iter, paths['models'])
+        model.load_network_state(load_checkpoint(weights), weights)
         model.resume_training(state)
         _restore_rank_state(model, state, opt, logger)
         logger.info(f'Resumed from {resume_path} (iteration {start_iter:,d}, epoch {epoch}).')

@@ -21,14 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
-
-
-def _kv(item):
-    if '=' not in item:
-        raise argparse.ArgumentTypeError(f"expected key=value, got '{item}'")
-    from basicsr_ext.config import yaml_load
-    key, value = item.split('=', 1)
-    return key, yaml_load(value)
+from basicsr_ext.archs import arch_spec  # noqa: E402
+from basicsr_ext.archs.weights import CheckpointMismatchError, pick_param_key  # noqa: E402
+from basicsr_ext.models.export import DEFAULT_OPSET, check_onnx, default_check_sizes, export_onnx  # noqa: E402
+from basicsr_ext.models.loading import add_network_arguments, load_network, network_options, read_checkpoint  # noqa
 
 
 def _size(item):
@@ -43,15 +39,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n', 2)[2])
-    parser.add_argument('--model', required=True, help='checkpoint (.pth or .safetensors)')
-    parser.add_argument('--arch', required=True,
-                        help='registered architecture name (e.g. MSRResNet) or an options YAML with network_g')
-    parser.add_argument('--arch_opt', type=_kv, nargs='+', default=[], metavar='KEY=VALUE',
-                        help='architecture arguments, e.g. num_feat=32 num_block=8')
-    parser.add_argument('--scale', type=int, default=None,
-                        help='expected scale; with an arch name it also sets the upscale argument (default 4 then)')
-    parser.add_argument('--param_key', default='auto', choices=('auto', 'params', 'params_ema'),
-                        help='weights to export (auto: params_ema if present, else params)')
+    add_network_arguments(parser, 'weights to export')
     parser.add_argument('-o', '--output', default=None,
                         help='the .onnx file (default: beside the checkpoint, <name>.onnx or <name>_fp16.onnx)')
     parser.add_argument('--fp16', action='store_true', help='fp16 graph: fp16 input, weights and output')
@@ -65,27 +53,22 @@ def parse_args(argv=None):
 
 def run(args):
     """Export and check; returns ``(output path, [(h, w, max_abs_diff)], atol)``."""
-    import onnxruntime
-
-    from basicsr_ext.archs import arch_spec
-    from basicsr_ext.models.export import DEFAULT_OPSET, check_onnx, default_check_sizes, export_onnx
-    from basicsr_ext.models.loading import load_network, read_arch_options, set_net_scale
+    import onnxruntime  # the onnx extra; main() turns its absence into an install hint
 
     opset = args.opset or DEFAULT_OPSET
     if not 11 <= opset <= 20:
         raise ValueError(f'--opset {opset}: the TorchScript ONNX exporter supports opsets 11 to 20')
-    is_file = str(args.arch).lower().endswith(('.yml', '.yaml'))
-    net_opt = read_arch_options(args.arch, dict(args.arch_opt))
-    if not is_file and not any(k in dict(args.arch_opt) for k in ('upscale', 'scale')):
-        net_opt = set_net_scale(net_opt, args.scale or 4)
+    net_opt = network_options(args)
     net, scale = load_network(net_opt, args.model, args.param_key, args.scale, 'cpu')
+    key = pick_param_key(read_checkpoint(args.model), args.param_key)
     out = args.output or f"{os.path.splitext(args.model)[0]}{'_fp16' if args.fp16 else ''}.onnx"
     multiple = export_onnx(net, scale, out, opset, args.fp16, net_opt, os.path.basename(args.model)).multiple
     dtype = 'float16' if args.fp16 else 'float32'
     channels = arch_spec(net).in_channels(net)
-    print(f"Exported {net_opt['type']} ×{scale} ({args.param_key} weights of {args.model}) to {out} "
+    padding = f'padding to multiples of {multiple} inside the graph' if multiple > 1 else 'no padding needed'
+    print(f"Exported {net_opt['type']} ×{scale} ({key or 'the weights'} of {args.model}) to {out} "
           f'({os.path.getsize(out) / 2**20:.2f} MiB): opset {opset}, {dtype}, input [batch, {channels}, height, width] '
-          f'-> output [batch, {channels}, {scale}·height, {scale}·width], padding to multiples of {multiple} in the graph')
+          f'-> output [batch, {channels}, {scale}·height, {scale}·width], {padding}')
     sizes = args.check_sizes or default_check_sizes(multiple)
     atol = args.atol if args.atol is not None else (2e-2 if args.fp16 else 1e-3)
     rows = check_onnx(out, net, scale, sizes)
@@ -97,7 +80,6 @@ def run(args):
 
 
 def main(argv=None):
-    from basicsr_ext.archs.weights import CheckpointMismatchError
     args = parse_args(argv)
     try:
         out, rows, atol = run(args)

@@ -17,14 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import basicsr_ext  # noqa: E402,F401  (installs the basicsr compat shim)
-
-
-def _kv(item):
-    if '=' not in item:
-        raise argparse.ArgumentTypeError(f"expected key=value, got '{item}'")
-    from basicsr_ext.config import yaml_load
-    key, value = item.split('=', 1)
-    return key, yaml_load(value)
+from basicsr_ext.models.loading import add_network_arguments, network_options  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,17 +26,9 @@ def parse_args(argv=None):
                                      epilog=__doc__.split('\n', 2)[2])
     parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
     parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth)')
-    parser.add_argument('--arch', required=True,
-                        help='registered architecture name (e.g. MSRResNet) or an options YAML with network_g')
-    parser.add_argument('--arch_opt', type=_kv, nargs='+', default=[], metavar='KEY=VALUE',
-                        help='architecture arguments, e.g. num_feat=32 num_block=8')
-    parser.add_argument('--scale', type=int, default=None,
-                        help='expected scale; with an arch name it also sets the upscale argument (default 4 then)')
+    add_network_arguments(parser)
     parser.add_argument('--tile', type=int, default=0, help='tile size in LR pixels (0: whole image)')
     parser.add_argument('--tile_pad', type=int, default=16, help='context around each tile, in LR pixels')
-    parser.add_argument('--param_key', default='auto', choices=('auto', 'params', 'params_ema'),
-                        help='weights to load (auto: params_ema if present, else params)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads for torch (default: one per core)')
     parser.add_argument('--amp', default=None, choices=('fp16', 'bf16'), help='mixed precision (CUDA only)')
@@ -72,16 +57,13 @@ def run(args):
     from tqdm import tqdm
 
     from basicsr_ext.data.image_io import ImageReadError, imread_unchanged
-    from basicsr_ext.models.loading import load_network, read_arch_options, set_net_scale, upscale_array
+    from basicsr_ext.models.loading import load_network, upscale_array
     from basicsr_ext.utils.device import resolve_device
 
     files = _inputs(args.input, args.suffix)
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"checkpoint '{args.model}' does not exist")
-    is_file = str(args.arch).lower().endswith(('.yml', '.yaml'))
-    net_opt = read_arch_options(args.arch, dict(args.arch_opt))
-    if not is_file and not any(k in dict(args.arch_opt) for k in ('upscale', 'scale')):
-        net_opt = set_net_scale(net_opt, args.scale or 4)
+    net_opt = network_options(args)
     device = resolve_device(args.device)
     if args.threads:
         import torch

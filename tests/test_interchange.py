@@ -142,3 +142,11 @@ def test_no_safetensors_by_default(tmp_path):
     models, _ = _train(tmp_path, scale=2, total_iter=1)
     assert sorted(p.name for p in models.iterdir()) == ['net_g_1.pth']
 
+
+
+def test_spandrel_assumes_img_range_255_for_swinir_window_7(tmp_path):
+    """spandrel guesses SwinIR's img_range from the window size (7: 255, as the official real-world models;
+    else 1): a window-7 network trained with img_range 1 loads with the wrong range. docs/interchange.md."""
+    path = tmp_path / 'net_g.pth'
+    _save_like_train(path, dict(SWINIR, window_size=7, img_size=14, upsampler='pixelshuffle', upscale=2))
+    assert spandrel.ModelLoader().load_from_file(str(path)).model.img_range == 255.

@@ -106,7 +106,8 @@ def test_script_exports_checks_and_records_metadata(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     path = tmp_path / 'net_g_5.onnx'
-    assert f'to {path}' in out and 'opset 18, float32' in out and 'padding to multiples of 4 in the graph' in out
+    assert f'(params_ema of {ckpt}) to {path}' in out and 'opset 18, float32' in out
+    assert 'padding to multiples of 4 inside the graph' in out
     assert 'input 16x16 -> 32x32: max abs diff' in out and 'input 9x14 -> 18x28: max abs diff' in out
     assert 'Check passed' in out
     model = onnx.load(path)

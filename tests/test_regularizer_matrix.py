@@ -153,6 +153,8 @@ def _point_at_stand_ins(raw, tmp_path, teacher_path):
             reg['teacher_path'] = teacher_path
     if raw.get('path', {}).get('pretrain_network_g'):
         raw['path']['pretrain_network_g'] = teacher_path
+    if raw['train'].get('perceptual_opt'):  # the GAN files' VGG19 weights (only their existence is validated)
+        raw['path']['pretrained_vgg'] = teacher_path
     return raw
 
 
@@ -217,5 +219,6 @@ def test_option_file_validates(path, tmp_path):
     if method.startswith('eats_'):  # the EATS ablations: eats_ratio<r>, eats_filters<k>
         method = 'eats'
     assert types == {'baseline': [], 'dropout': ['Dropout'], 'reflash_dropout': ['Dropout'],
-                     'adaptive_dropout': ['AdaptiveDropout'], 'eats': ['EATS'], 'eco': ['ECO']}[method]
+                     'adaptive_dropout': ['AdaptiveDropout'], 'eats': ['EATS'], 'eco': ['ECO'], 'realesrgan': [],
+                     'realesrgan_dropout': ['Dropout']}[method]
     assert opt['scale'] == int(Path(path).stem.rsplit('_x', 1)[1])

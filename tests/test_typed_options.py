@@ -116,6 +116,8 @@ def _stand_ins(raw, tmp_path):
             reg['teacher_path'] = str(tmp_path / 'teacher.pth')
     if raw.get('path', {}).get('pretrain_network_g'):
         raw['path']['pretrain_network_g'] = str(tmp_path / 'teacher.pth')
+    if raw['train'].get('perceptual_opt'):  # the GAN files' VGG19 weights
+        raw['path']['pretrained_vgg'] = str(tmp_path / 'teacher.pth')
     return raw
 
 

@@ -139,3 +139,15 @@ def test_options(monkeypatch):
     with pytest.raises(OptionError, match=r"^logger\.wandb\.project: 'p' asks for wandb logging, but the wandb "
                        r'package is not installed: pip install wandb \(or set it to null\)'):
         validate_options(opt)
+
+
+def test_a_run_that_cannot_start_says_how_to_log_in_or_go_offline(tmp_path, monkeypatch):
+    def refuse(**kwargs):
+        raise wandb.errors.UsageError('api_key not configured (no-tty)')
+
+    monkeypatch.setattr(wandb, 'init', refuse)
+    opt = {'name': 'x', 'rank': 0, 'logger': {'wandb': {'project': 'p'}}, 'path': {'experiments_root': str(tmp_path)}}
+    with pytest.raises(RuntimeError, match=r"^logger\.wandb: wandb could not start run abc in project 'p' \(UsageError: "
+                       r'api_key not configured \(no-tty\)\)\. Log in with `wandb login` \(or set WANDB_API_KEY\), or '
+                       r'set WANDB_MODE=offline to write the run to disk and `wandb sync` it later\.$'):
+        WandbRun(opt, stored_id='abc')

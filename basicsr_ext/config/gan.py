@@ -17,8 +17,8 @@ from ..losses import VGG_TYPES, VGGWeightsNotFound, find_vgg_weights
 from ..utils.schema import Field, OptionError
 from .kwargs import OPTIMIZERS, dict_registry, registered, typed_section, validate_kwargs
 
-__all__ = ['GAN_LOSSES', 'GAN_PATH_FIELDS', 'GAN_TOP_FIELDS', 'GAN_TRAIN_FIELDS', 'NETWORK_D_ALIASES', 'VGG_PATH_FIELD',
-           'validate_gan_options', 'resolve_vgg_weights']
+__all__ = ['GAN_LOSSES', 'GAN_PATH_FIELDS', 'GAN_TOP_FIELDS', 'GAN_TRAIN_FIELDS', 'GAN_TYPES', 'NETWORK_D_ALIASES',
+           'VGG_PATH_FIELD', 'resolve_vgg_weights', 'validate_gan_options']
 
 #: basicsr 1.4.2 registers its UNetDiscriminatorSN as 'UNetDiscriminatorSN_basicsr', leaving the plain name to
 #: the realesrgan package; Real-ESRGAN's option files use the plain one
@@ -85,7 +85,8 @@ def validate_gan_options(raw, opt, model_cls, meta_net_g):
                                      skip=('params', ))
     gan = train['gan_opt']
     if isinstance(gan, dict) and gan.get('type') in LOSS_REGISTRY and gan['type'] not in GAN_LOSSES:
-        raise OptionError(f"train.gan_opt.type: {gan['type']} is not an adversarial loss; use one of {list(GAN_LOSSES)}")
+        raise OptionError(f"train.gan_opt.type: {gan['type']} is not an adversarial loss; use one of "
+                          f'{list(GAN_LOSSES)}')
     gan = typed_section(gan, 'train.gan_opt', LOSS_REGISTRY, 'loss')
     if gan['gan_type'] not in GAN_TYPES:
         raise OptionError(f"train.gan_opt.gan_type: {gan['gan_type']!r} is not one of {list(GAN_TYPES)}")

@@ -22,6 +22,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from ..data import DEGRADATION_TYPES
 from ..regularizers import REGULARIZER_REGISTRY
 from ..utils.schema import Field, Section
+from .gan import GAN_LOSSES, GAN_TYPES, NETWORK_D_ALIASES
 from .kwargs import OPTIMIZERS, field_from_default, scheduler_classes
 from .training import METRIC_SCHEMA, TOP_SCHEMA
 
@@ -197,6 +198,19 @@ def network_schema(archs):
     return by_type(signature_variants(ARCH_REGISTRY, names=archs), 'registered architecture')
 
 
+def discriminator_schema():
+    """``network_d``: any registered arch by name or alias; the discriminators' keys from their constructors."""
+    variants = signature_variants(ARCH_REGISTRY, names=[n for n in ARCH_REGISTRY.keys() if 'Discriminator' in n])
+    variants.update({alias: variants[name] for alias, name in NETWORK_D_ALIASES.items() if alias not in variants})
+    return by_type(variants, 'registered architecture (a discriminator)')
+
+
+def _gan_loss_schema():
+    variants = signature_variants((name, LOSS_REGISTRY.get(name)) for name in GAN_LOSSES)
+    variants['GANLoss']['properties']['gan_type']['enum'] = list(GAN_TYPES)
+    return by_type(variants, 'adversarial loss')
+
+
 def _datasets_schema(base):
     entry = {'type': 'object', **by_type(options_variants(DATASET_REGISTRY), 'registered dataset class')}
     return refine(base, patternProperties={'^(train|val.*|test.*)$': entry}, additionalProperties=False,
@@ -223,7 +237,10 @@ def training_options_schema(archs):
                                   **by_type(options_variants(DEGRADATION_TYPES.items()), 'degradation type'))
     train = props['train']['properties']
     # the optimizers' keyword arguments change between torch releases; a schema pinned to one would go stale
-    train['optim_g'] = refine(train['optim_g'], **by_type(dict.fromkeys(OPTIMIZERS), 'torch.optim optimizer'))
+    for key in ('optim_g', 'optim_d'):
+        train[key] = refine(train[key], **by_type(dict.fromkeys(OPTIMIZERS), 'torch.optim optimizer'))
+    props['network_d'] = refine(props['network_d'], **discriminator_schema())
+    train['gan_opt'] = refine(train['gan_opt'], **_gan_loss_schema())
     train['scheduler'] = refine(
         train['scheduler'],
         **by_type(signature_variants(scheduler_classes().items(), skip=('optimizer', 'last_epoch')),

@@ -105,7 +105,8 @@ def _builder(vgg_type, path):
         try:
             features.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise ValueError(f"{source}: not torchvision's {vgg_type} state dict ({vgg_file(vgg_type)}): {err}") from err
+            raise ValueError(f"{source}: not torchvision's {vgg_type} state dict ({vgg_file(vgg_type)}): "
+                             f'{err}') from err
         get_root_logger().info(f'Perceptual loss: {vgg_type} features from {source}')
         return _VGGFeatures(features)
 

@@ -3,6 +3,7 @@ from copy import deepcopy
 
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from .gan_model import BlindSRGANModel
 from .sr_model import BlindSRModel
 from .trainable import TrainableNetwork, bare_network
 
@@ -12,4 +13,4 @@ def build_model(opt):
     return MODEL_REGISTRY.get(opt['model_type'])(deepcopy(opt))
 
 
-__all__ = ['BlindSRModel', 'TrainableNetwork', 'bare_network', 'build_model']
+__all__ = ['BlindSRGANModel', 'BlindSRModel', 'TrainableNetwork', 'bare_network', 'build_model']

@@ -7,6 +7,7 @@
 
 Used by validation, ``test.py`` (:mod:`basicsr_ext.evaluation`) and ``scripts/inference.py``.
 """
+import argparse
 import json
 import os
 from copy import deepcopy
@@ -24,7 +25,10 @@ from ..utils.amp import autocast
 from ..utils.checkpoint import load_checkpoint, load_safetensors
 from ..utils.misc import did_you_mean, unwrap
 
-__all__ = ['read_checkpoint', 'load_state_dict', 'read_arch_options', 'set_net_scale', 'load_network', 'forward_batches', 'upscale_array']
+__all__ = [
+    'read_checkpoint', 'load_state_dict', 'read_arch_options', 'set_net_scale', 'load_network', 'add_network_arguments',
+    'network_options', 'forward_batches', 'upscale_array'
+]
 
 
 # --------------------------------------------------------------------------- loading
@@ -141,6 +145,38 @@ def load_network(net_opt, ckpt_path, param_key='auto', scale=None, device='cpu',
         raise ScaleMismatchError(f"{net_opt['type']} from '{ckpt_path}' upsamples ×{measured:g}, not ×{scale}; "
                                  f'set the scale to {measured:g}')
     return net, measured
+
+
+# --------------------------------------------------------------------------- command lines
+def add_network_arguments(parser, what='weights to load'):
+    """The arguments of a script that loads one network: --model, --arch, --arch_opt, --scale, --param_key."""
+    parser.add_argument('--model', required=True, help='checkpoint (.pth or .safetensors)')
+    parser.add_argument('--arch', required=True,
+                        help='registered architecture name (e.g. MSRResNet) or an options YAML with network_g')
+    parser.add_argument('--arch_opt', type=_key_value, nargs='+', default=[], metavar='KEY=VALUE',
+                        help='architecture arguments, e.g. num_feat=32 num_block=8')
+    parser.add_argument('--scale', type=int, default=None,
+                        help='expected scale; with an arch name it also sets the upscale argument (default 4 then)')
+    parser.add_argument('--param_key', default='auto', choices=('auto', 'params', 'params_ema'),
+                        help=f'{what} (auto: params_ema if present, else params)')
+
+
+def network_options(args):
+    """``network_g`` from :func:`add_network_arguments`' arguments: an arch name gets ``--scale`` (default 4)
+    unless ``--arch_opt`` sets it; an options file decides its scale itself."""
+    overrides = dict(args.arch_opt)
+    net_opt = read_arch_options(args.arch, overrides)
+    is_file = str(args.arch).lower().endswith(('.yml', '.yaml'))
+    if not is_file and not any(k in overrides for k in ('upscale', 'scale')):
+        net_opt = set_net_scale(net_opt, args.scale or 4)
+    return net_opt
+
+
+def _key_value(item):
+    if '=' not in item:
+        raise argparse.ArgumentTypeError(f"expected key=value, got '{item}'")
+    key, value = item.split('=', 1)
+    return key, yaml_load(value)
 
 
 # --------------------------------------------------------------------------- running

@@ -29,7 +29,9 @@ class ModelStateMixin:
             atomic_save_safetensors(state[key], f'{os.path.splitext(path)[0]}.safetensors',
                                     safetensors_metadata(key, self.opt['network_g'], self.opt['scale']))
 
-    def load_network_state(self, ckpt):
+    def load_network_state(self, ckpt, path=None):
+        """Restore the networks from the .pth content ``ckpt``; ``path``: its file, beside which a model may keep
+        other networks (BlindSRGANModel's net_d_<iter>.pth)."""
         load_weights(self.get_bare_model(self.net_g), ckpt['params'], True, source='resume checkpoint [params]')
         if 'params_regularizers' in ckpt:
             unwrap(self.net_g).regularizers.load_state_dict(ckpt['params_regularizers'])

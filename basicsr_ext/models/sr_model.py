@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..archs.weights import CheckpointMismatchError, load_weights, pick_param_key
 from ..config import OPTIMIZERS, typed_training_options
 from ..data import build_degradation
+from ..losses import local_vgg_weights
 from ..regularizers import StepContext
 from ..utils.amp import amp_dtype, autocast
 from ..utils.checkpoint import load_checkpoint
@@ -45,13 +46,14 @@ class BlindSRModel(ValidationMixin, ModelStateMixin, SRModel):
             self.degradation.debug_dir = self.options.path.visualization
 
     # ------------------------------------------------------------------ construction
-    def model_to_device(self, net):
+    def model_to_device(self, net, trainable=True):
+        """On the device, channels-last if asked, in the training wrapper (``trainable``: net_g) and under DDP."""
         net = net.to(self.device)
         if self.is_train and self.options.train.channels_last:
             for param in net.parameters():  # 4-D only: HAN's 3-D conv has 5-D weights, which NHWC does not cover
                 if param.dim() == 4:
                     param.data = param.data.contiguous(memory_format=torch.channels_last)
-        if self.is_train and not isinstance(net, TrainableNetwork):
+        if self.is_train and trainable and not isinstance(net, TrainableNetwork):
             train = self.opt['train']
             net = TrainableNetwork(net, train['regularizers'], train['total_iter'], self.opt['network_g'])
             net = net.to(self.device)
@@ -100,7 +102,8 @@ class BlindSRModel(ValidationMixin, ModelStateMixin, SRModel):
         get_root_logger().info(f'Loaded {type(net).__name__} from {load_path} [{key}]')
 
     def init_training_settings(self):
-        super().init_training_settings()
+        with local_vgg_weights(self.opt['path'].get('pretrained_vgg')):  # PerceptualLoss's VGG: never downloaded
+            super().init_training_settings()
         self.amp = self.options.train.amp
         # bf16 keeps fp32's exponent range, so only fp16 needs its losses scaled against underflow
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype(self.amp) == torch.float16)
@@ -142,12 +145,13 @@ class BlindSRModel(ValidationMixin, ModelStateMixin, SRModel):
         redegrade = self.degradation.redegrader(data)
         return {**data, 'degraded': self.degradation(data), 'redegrade': redegrade}
 
-    def compute_losses(self, output, gt):
+    def compute_losses(self, output, gt, percep_gt=None):
+        """The pixel and perceptual losses of ``output`` against ``gt`` (the perceptual one: ``percep_gt`` if given)."""
         losses = OrderedDict()
         if self.cri_pix:
             losses['l_pix'] = self.cri_pix(output, gt)
         if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(output, gt)
+            l_percep, l_style = self.cri_perceptual(output, gt if percep_gt is None else percep_gt)
             if l_percep is not None:
                 losses['l_percep'] = l_percep
             if l_style is not None:

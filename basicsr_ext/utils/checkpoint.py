@@ -50,7 +50,12 @@ def atomic_save(obj, path):
     """
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    data = buffer.getbuffer()
+    atomic_write_bytes(buffer.getbuffer(), path)
+
+
+def atomic_write_bytes(data, path):
+    """``data`` to ``path`` through :func:`atomic_write`, synced to disk before the rename; a failure raises
+    :class:`CheckpointWriteError` (see :func:`atomic_save`)."""
 
     def write(tmp):
         with open(tmp, 'wb') as f:
@@ -161,17 +166,10 @@ def safetensors_metadata(param_key, network_g, scale):
 
 
 def atomic_save_safetensors(tensors, path, metadata):
-    """``tensors`` (a state dict) as a .safetensors file with string ``metadata``, through :func:`atomic_write`."""
+    """``tensors`` (a state dict) as a .safetensors file with string ``metadata``, written atomically."""
     from safetensors.torch import save  # a package only .safetensors output needs, imported when it is asked for
-    data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
-
-    def write(tmp):
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, write)
+    atomic_write_bytes(save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata=metadata),
+                       path)
 
 
 def load_safetensors(path):

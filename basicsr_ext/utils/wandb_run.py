@@ -43,12 +43,12 @@ class WandbRun:
         # saw in a process)
         folder = os.environ.get('WANDB_DIR') or opt['path']['experiments_root']
         try:
-            self._run = wandb.init(project=cfg['project'], entity=cfg.get('entity'), name=cfg.get('name') or opt['name'],
-                                   tags=list(cfg.get('tags') or []) or None, id=run_id, resume='allow',
-                                   config=_plain(opt), dir=folder)
+            self._run = wandb.init(project=cfg['project'], entity=cfg.get('entity'),
+                                   name=cfg.get('name') or opt['name'], tags=list(cfg.get('tags') or []) or None,
+                                   id=run_id, resume='allow', config=_plain(opt), dir=folder)
         except Exception as err:  # wandb's errors differ by cause and version; the message names the fix
-            raise RuntimeError(f"logger.wandb: wandb could not start {'run ' + run_id if run_id else 'a run'} in project "
-                               f"{cfg['project']!r} "
+            which = f'run {run_id}' if run_id else 'a run'
+            raise RuntimeError(f"logger.wandb: wandb could not start {which} in project {cfg['project']!r} "
                                f'({type(err).__name__}: {err}). Log in with `wandb login` (or set WANDB_API_KEY), '
                                'or set WANDB_MODE=offline to write the run to disk and `wandb sync` it later.') from err
         self.id = self._run.id
