@@ -8,6 +8,8 @@ import basicsr_ext  # noqa: F401  (must precede basicsr)
 import copy
 import os
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from basicsr.archs.vgg_arch import VGGFeatureExtractor
@@ -15,6 +17,7 @@ from basicsr.losses.basic_loss import PerceptualLoss
 from basicsr.utils.img_process_util import USMSharp
 
 from basicsr_ext.config import load_options, validate_options, yaml_load
+from basicsr_ext.data.skimage_photos_dataset import load_photo
 from basicsr_ext.losses import VGGWeightsNotFound, local_vgg_weights, vgg_file
 from basicsr_ext.losses import vgg_weights
 from basicsr_ext.models import build_model
@@ -52,11 +55,23 @@ def gan_options(exp_root, total_iter=4, blind=True, **train):
                         gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1},
                         perceptual_opt={'type': 'PerceptualLoss', 'layer_weights': {'conv1_2': 1.0}}, **train)
     if blind:  # GT canvases + kernels, degraded on the model side: the degradation gives both GT versions
-        opt['datasets']['train'].update(kernels=True, gt_size=64)
+        opt['datasets']['train'] = {'name': 'gt', 'type': 'GTOnlyDataset', 'dataroot_gt': gt_folder(exp_root.parent),
+                                    'crop_pad_size': 64, 'batch_size_per_gpu': 4, 'num_worker_per_gpu': 0}
         opt['degradation'] = {'type': 'HighOrderDegradation', 'gt_size': 32, 'context': 8}
     else:
         opt['datasets']['train']['gt_size'] = 32
     return opt
+
+
+def gt_folder(root):
+    """Four 64×64 GT crops of a photo that scikit-image ships, as PNG files in ``root/gt``."""
+    folder = root / 'gt'
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        photo = (load_photo('astronaut') * 255).round().astype(np.uint8)
+        for i, (y, x) in enumerate(((100, 180), (200, 260), (300, 120), (60, 400))):
+            cv2.imwrite(str(folder / f'{i}.png'), photo[y:y + 64, x:x + 64])
+    return str(folder)
 
 
 def run(tmp_path, opt, *extra, name='opt.yml'):

@@ -151,7 +151,8 @@ def prune_checkpoints(states_dir, models_dir, keep):
         return
     for it in checkpoint_iters(states_dir)[keep:]:
         for p in (os.path.join(states_dir, f'{it}.state'), os.path.join(models_dir, f'net_g_{it}.pth'),
-                  os.path.join(models_dir, f'net_g_{it}.safetensors')):  # logger.save_safetensors
+                  os.path.join(models_dir, f'net_g_{it}.safetensors'),  # logger.save_safetensors
+                  os.path.join(models_dir, f'net_d_{it}.pth')):  # net_d: the GAN model's discriminator
             if os.path.exists(p):
                 os.remove(p)
 
