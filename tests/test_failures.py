@@ -284,3 +284,19 @@ def test_out_of_memory_names_the_batch_the_patch_and_the_options_that_lower_them
     for option in ('datasets.train.batch_size_per_gpu', 'train.accumulate', 'train.amp: bf16', 'val.tile_size'):
         assert option in text
     assert describe_failure(RuntimeError('a bug'), opt, 7) is None  # unexpected: the caller keeps the traceback
+
+
+def test_a_nan_metric_on_one_validation_image_leaves_the_mean_of_the_others(tmp_path, monkeypatch, capsys):
+    from basicsr_ext.models import validation
+    values = iter([float('nan'), 10.0, 20.0])
+    monkeypatch.setattr(validation, 'calculate_metric', lambda data, opt: next(values))
+    opt = photo_options(tmp_path / 'exp', total_iter=1)
+    opt['datasets']['val'] = {'name': 'held', 'type': 'SkimagePhotosDataset', 'photos': ['chelsea', 'coffee', 'ihc'],
+                              'max_size': 32}
+    opt['val'] = {'val_freq': 1, 'pbar': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}}
+    opt_file = tmp_path / 'opt.yml'
+    opt_file.write_text(yaml.safe_dump(opt))
+    assert train_pipeline(['-opt', str(opt_file)]) == 0
+    out = capsys.readouterr().out
+    assert 'held: psnr is NaN on 1 image(s) (e.g. NIQE on flat images); the mean is over the other 2' in out
+    assert 'Final validation on held at iteration 1: psnr: 15.0000' in out

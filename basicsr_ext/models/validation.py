@@ -1,4 +1,5 @@
 """Validation of a BlindSRModel: padded/tiled inference and metrics summed across ranks."""
+import math
 import os
 
 import torch
@@ -41,7 +42,10 @@ class ValidationMixin:
         metrics = self.opt['val']['metrics'] or {}
         if metrics:
             self._initialize_best_metric_results(dataset_name)
-        sums = torch.zeros(len(metrics) + 2, dtype=torch.float64)  # metrics, images, unreadable images skipped
+        # per metric: the sum of its non-NaN values and how many there were (NIQE is NaN on flat images);
+        # then images validated and unreadable images skipped
+        n = len(metrics)
+        sums = torch.zeros(2 * n + 2, dtype=torch.float64)
         show = self.options.val.pbar and self.options.rank == 0
         pbar = tqdm(total=len(dataloader), unit='image', desc=f'Val {dataset_name}', disable=not show, leave=False)
         for data in dataloader:
@@ -61,7 +65,10 @@ class ValidationMixin:
                 gt = tensor2img([self.gt.detach().cpu()])
                 for i, mopt in enumerate(metrics.values()):
                     mopt = {k: v for k, v in mopt.items() if k != 'better'}
-                    sums[i] += calculate_metric({'img': sr, 'img2': gt}, mopt)
+                    value = float(calculate_metric({'img': sr, 'img2': gt}, mopt))
+                    if not math.isnan(value):
+                        sums[i] += value
+                        sums[n + i] += 1
             sums[-2] += 1
             for attr in ('lq', 'gt', 'output'):
                 self.__dict__.pop(attr, None)
@@ -71,12 +78,17 @@ class ValidationMixin:
             reduced = sums.to(self.device)
             torch.distributed.all_reduce(reduced)
             sums = reduced.cpu()
-        count = max(sums[-2].item(), 1)
         self.skipped_images = int(sums[-1].item())
         if self.skipped_images and self.options.rank == 0:
             get_root_logger().warning(f'Validation {dataset_name}: {self.skipped_images} unreadable image(s) skipped '
                                       f'(on_bad_image: skip); the metrics average the other {int(sums[-2].item())}')
-        self.metric_results = {name: (sums[i] / count).item() for i, name in enumerate(metrics)}
+        self.metric_results = {}
+        for i, name in enumerate(metrics):
+            finite = int(sums[n + i].item())
+            self.metric_results[name] = (sums[i] / finite).item() if finite else float('nan')
+            if finite < int(sums[-2].item()) and self.options.rank == 0:
+                get_root_logger().warning(f'Validation {dataset_name}: {name} is NaN on {int(sums[-2].item()) - finite} '
+                                          f'image(s) (e.g. NIQE on flat images); the mean is over the other {finite}')
         for metric, value in self.metric_results.items():
             self._update_best_metric_result(dataset_name, metric, value, current_iter)
         if metrics and self.options.rank == 0:
