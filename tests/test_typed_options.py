@@ -45,7 +45,7 @@ def test_nested_access_and_containers(demo):
     assert demo.datasets['val'].scale == 4
     assert demo.network_g['type'] == 'MSRResNet' and isinstance(demo.network_g, FrozenMapping)
     assert demo.train.optim_g['betas'] == (0.9, 0.99)  # lists become tuples
-    assert demo.train.regularizers == () and demo.degradation is None
+    assert demo.train.regularizers == () and demo.degradation.gt_size == 64 and demo.degradation.gt_usm is False
 
 
 def test_frozen(demo):

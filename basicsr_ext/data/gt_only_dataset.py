@@ -147,54 +147,43 @@ def _pair(lo, hi, doc):
     return Field(list, [lo, hi], item=Field(float), doc=doc)
 
 
-@DATASET_REGISTRY.register()
-class GTOnlyDataset(data.Dataset):
-    """GT canvases + Real-ESRGAN blur/sinc kernels for :class:`HighOrderDegradation`.
+KERNEL_OPTIONS = {
+    # first blur
+    'blur_kernel_size': Field(int, 21, check=_check_kernel_size,
+                              doc='largest first-blur kernel; sizes are drawn from 7, 9, ..., this'),
+    'kernel_list': Field(list, list(KERNEL_TYPES), item=Field(str, choices=KERNEL_TYPES),
+                         doc='first-blur kernel types'),
+    'kernel_prob': Field(list, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], item=Field(float, min=0),
+                         check=_check_kernel_probs, doc='probability of each kernel_list entry'),
+    'blur_sigma': _pair(0.2, 3, 'first-blur sigma range'),
+    'betag_range': _pair(0.5, 4, 'generalized Gaussian beta range (first blur)'),
+    'betap_range': _pair(1, 2, 'plateau beta range (first blur)'),
+    'sinc_prob': Field(float, 0.1, min=0, max=1, doc='P(first blur is a sinc filter)'),
+    # second blur
+    'blur_kernel_size2': Field(int, 21, check=_check_kernel_size,
+                               doc='largest second-blur kernel; sizes are drawn from 7, 9, ..., this'),
+    'kernel_list2': Field(list, list(KERNEL_TYPES), item=Field(str, choices=KERNEL_TYPES),
+                          doc='second-blur kernel types'),
+    'kernel_prob2': Field(list, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], item=Field(float, min=0),
+                          check=_check_kernel_probs, doc='probability of each kernel_list2 entry'),
+    'blur_sigma2': _pair(0.2, 1.5, 'second-blur sigma range'),
+    'betag_range2': _pair(0.5, 4, 'generalized Gaussian beta range (second blur)'),
+    'betap_range2': _pair(1, 2, 'plateau beta range (second blur)'),
+    'sinc_prob2': Field(float, 0.1, min=0, max=1, doc='P(second blur is a sinc filter)'),
+    # final sinc
+    'final_sinc_prob': Field(float, 0.8, min=0, max=1, doc='P(final sinc filter), else a 21x21 identity pulse'),
+}
 
-    Returns ``{'gt': (3, S, S) float32 RGB [0, 1], 'kernel1', 'kernel2': (K, K), 'sinc_kernel': (21, 21),
-    'gt_path'}`` with S = ``crop_pad_size`` and K = ``blur_kernel_size`` / ``blur_kernel_size2``.
+
+class RealESRGANKernels:
+    """Real-ESRGAN's per-sample first-blur, second-blur and final sinc kernels (the CPU side of its degradation).
+
+    ``opt`` holds the :data:`KERNEL_OPTIONS` keys (missing ones take Real-ESRGAN's defaults). The draws
+    use the global ``random``/``numpy`` RNGs in basicsr ``RealESRGANDataset``'s order.
     """
-    OPTIONS = {
-        **loader_options('GTOnlyDataset'),
-        'dataroot_gt': Field(str, doc='GT image folder, or a BasicSR .lmdb folder', kind='dir'),
-        'meta_info': Field(str, None, kind='file', doc='optional list of image paths relative to dataroot_gt '
-                           '(first token per line); disk backend only'),
-        'crop_pad_size': Field(int, 400, min=1, doc='canvas size: larger images are randomly cropped to it, '
-                               'smaller ones padded (Real-ESRGAN: 400)'),
-        'small_image': Field(str, 'pad', choices=('pad', 'error'),
-                             doc='image smaller than crop_pad_size: mirror-pad it (Real-ESRGAN) or raise'),
-        # first blur
-        'blur_kernel_size': Field(int, 21, check=_check_kernel_size,
-                                  doc='largest first-blur kernel; sizes are drawn from 7, 9, ..., this'),
-        'kernel_list': Field(list, list(KERNEL_TYPES), item=Field(str, choices=KERNEL_TYPES),
-                             doc='first-blur kernel types'),
-        'kernel_prob': Field(list, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], item=Field(float, min=0),
-                             check=_check_kernel_probs, doc='probability of each kernel_list entry'),
-        'blur_sigma': _pair(0.2, 3, 'first-blur sigma range'),
-        'betag_range': _pair(0.5, 4, 'generalized Gaussian beta range (first blur)'),
-        'betap_range': _pair(1, 2, 'plateau beta range (first blur)'),
-        'sinc_prob': Field(float, 0.1, min=0, max=1, doc='P(first blur is a sinc filter)'),
-        # second blur
-        'blur_kernel_size2': Field(int, 21, check=_check_kernel_size,
-                                   doc='largest second-blur kernel; sizes are drawn from 7, 9, ..., this'),
-        'kernel_list2': Field(list, list(KERNEL_TYPES), item=Field(str, choices=KERNEL_TYPES),
-                              doc='second-blur kernel types'),
-        'kernel_prob2': Field(list, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], item=Field(float, min=0),
-                              check=_check_kernel_probs, doc='probability of each kernel_list2 entry'),
-        'blur_sigma2': _pair(0.2, 1.5, 'second-blur sigma range'),
-        'betag_range2': _pair(0.5, 4, 'generalized Gaussian beta range (second blur)'),
-        'betap_range2': _pair(1, 2, 'plateau beta range (second blur)'),
-        'sinc_prob2': Field(float, 0.1, min=0, max=1, doc='P(second blur is a sinc filter)'),
-        # final sinc
-        'final_sinc_prob': Field(float, 0.8, min=0, max=1, doc='P(final sinc filter), else a 21x21 identity pulse'),
-    }
 
     def __init__(self, opt):
-        super().__init__()
         self.opt = opt
-        self.source = ImageSource(opt['dataroot_gt'], opt.get('meta_info'), opt.get('io_backend', {'type': 'disk'}),
-                                  'gt')
-        self.bad = BadImagePolicy(opt.get('on_bad_image', 'error'))
         for suffix in ('', '2'):
             types, probs = opt.get('kernel_list' + suffix), opt.get('kernel_prob' + suffix)
             if types is not None and probs is not None and len(types) != len(probs):
@@ -203,25 +192,6 @@ class GTOnlyDataset(data.Dataset):
         self.pulse = torch.zeros(21, 21)
         self.pulse[10, 10] = 1  # convolving with it changes nothing
 
-    def __len__(self):
-        return len(self.source)
-
-    # ------------------------------------------------------------------------------------- reading
-    def _canvas(self, index):
-        """Read, augment and crop/pad item ``index`` to the canvas; unreadable images per on_bad_image."""
-        img, index = self.bad.read(self.source.read, index, len(self))
-        path = self.source.name(index)
-        img = augment(img, self.opt.get('use_hflip', True), self.opt.get('use_rot', False))
-        size = self.opt.get('crop_pad_size', 400)
-        img = pad_or_reject(img, size, size, path, self.opt.get('small_image', 'pad'))
-        h, w = img.shape[:2]
-        if h > size or w > size:
-            top = random.randint(0, h - size)
-            left = random.randint(0, w - size)
-            img = img[top:top + size, left:left + size]
-        return img, path
-
-    # ------------------------------------------------------------------------------------- kernels
     def _blur_kernel(self, suffix):
         o = self.opt
         max_size = o.get('blur_kernel_size' + suffix, 21)
@@ -251,13 +221,63 @@ class GTOnlyDataset(data.Dataset):
             return torch.FloatTensor(circular_lowpass_kernel(omega_c, size, pad_to=21))
         return self.pulse
 
-    def __getitem__(self, index):
-        img, path = self._canvas(index)
+    def draw(self):
+        """``{'kernel1', 'kernel2': (K, K), 'sinc_kernel': (21, 21)}`` for one sample."""
         kernel1 = self._blur_kernel('')
         kernel2 = self._blur_kernel('2')
-        sinc = self._sinc_kernel()
+        return {'kernel1': kernel1, 'kernel2': kernel2, 'sinc_kernel': self._sinc_kernel()}
+
+
+@DATASET_REGISTRY.register()
+class GTOnlyDataset(data.Dataset):
+    """GT canvases + Real-ESRGAN blur/sinc kernels for :class:`HighOrderDegradation`.
+
+    Returns ``{'gt': (3, S, S) float32 RGB [0, 1], 'kernel1', 'kernel2': (K, K), 'sinc_kernel': (21, 21),
+    'gt_path'}`` with S = ``crop_pad_size`` and K = ``blur_kernel_size`` / ``blur_kernel_size2``.
+    """
+    OPTIONS = {
+        **loader_options('GTOnlyDataset'),
+        'dataroot_gt': Field(str, doc='GT image folder, or a BasicSR .lmdb folder', kind='dir'),
+        'meta_info': Field(str, None, kind='file', doc='optional list of image paths relative to dataroot_gt '
+                           '(first token per line); disk backend only'),
+        'crop_pad_size': Field(int, 400, min=1, doc='canvas size: larger images are randomly cropped to it, '
+                               'smaller ones padded (Real-ESRGAN: 400)'),
+        'small_image': Field(str, 'pad', choices=('pad', 'error'),
+                             doc='image smaller than crop_pad_size: mirror-pad it (Real-ESRGAN) or raise'),
+        **KERNEL_OPTIONS,
+    }
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.source = ImageSource(opt['dataroot_gt'], opt.get('meta_info'), opt.get('io_backend', {'type': 'disk'}),
+                                  'gt')
+        self.bad = BadImagePolicy(opt.get('on_bad_image', 'error'))
+        self.kernels = RealESRGANKernels(opt)
+
+    def __len__(self):
+        return len(self.source)
+
+    # ------------------------------------------------------------------------------------- reading
+    def _canvas(self, index):
+        """Read, augment and crop/pad item ``index`` to the canvas; unreadable images per on_bad_image."""
+        img, index = self.bad.read(self.source.read, index, len(self))
+        path = self.source.name(index)
+        img = augment(img, self.opt.get('use_hflip', True), self.opt.get('use_rot', False))
+        size = self.opt.get('crop_pad_size', 400)
+        img = pad_or_reject(img, size, size, path, self.opt.get('small_image', 'pad'))
+        h, w = img.shape[:2]
+        if h > size or w > size:
+            top = random.randint(0, h - size)
+            left = random.randint(0, w - size)
+            img = img[top:top + size, left:left + size]
+        return img, path
+
+    def __getitem__(self, index):
+        img, path = self._canvas(index)
+        kernels = self.kernels.draw()
         gt = img2tensor([img], bgr2rgb=True, float32=True)[0]
-        return {'gt': gt, 'kernel1': kernel1, 'kernel2': kernel2, 'sinc_kernel': sinc, 'gt_path': path}
+        return {'gt': gt, **kernels, 'gt_path': path}
 
     @property
     def skipped(self):

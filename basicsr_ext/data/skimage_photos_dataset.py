@@ -1,8 +1,11 @@
-"""The colour photos that scikit-image ships in its package, as a bicubic ×s dataset (no download).
+"""The colour photos that scikit-image ships in its package, as a training/validation set (no download).
 
-Used by the embedded demo, so a fresh clone can train and validate without any data set.
+Used by the embedded demo, so a fresh clone can train and validate without any data set: bicubic ×s
+LR/GT pairs, or (``kernels: true``) GT canvases with Real-ESRGAN's kernels for the model-side
+``degradation``, as :class:`~basicsr_ext.data.gt_only_dataset.GTOnlyDataset` gives.
 """
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -14,6 +17,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from ..utils.schema import Field, Section
+from .gt_only_dataset import KERNEL_OPTIONS, RealESRGANKernels
 
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'ihc', 'motorcycle_left', 'retina')
 _FILES = {
@@ -25,6 +29,22 @@ _FILES = {
 
 def photo_path(name):
     return os.path.join(os.path.dirname(skimage.data.__file__), _FILES[name])
+
+
+def copy_photos(names, folder):
+    """Make ``folder`` hold exactly the files of photos ``names`` (byte copies, the package's names), e.g. as
+    the HR folder of a test set; copies only what is missing and removes the other photos. Returns ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    wanted = {_FILES[n] for n in names}
+    for f in set(os.listdir(folder)) - wanted:
+        if f in _FILES.values():
+            os.remove(os.path.join(folder, f))
+    for n in names:
+        dest = os.path.join(folder, _FILES[n])
+        if not os.path.isfile(dest):  # copied under another name first: a killed copy leaves no partial photo
+            shutil.copyfile(photo_path(n), dest + '.part')
+            os.replace(dest + '.part', dest)
+    return folder
 
 
 def load_photo(name):
@@ -40,15 +60,20 @@ class SkimagePhotosDataset(data.Dataset):
     """LR/GT pairs from scikit-image photos; LR is MATLAB-bicubic downsampled GT.
 
     Training: random ``gt_size`` crops (``patches_per_image`` per photo and epoch) with flips
-    and rotations. Validation: whole photos, mod-cropped to the scale (optionally centre-cropped
-    to ``max_size`` GT pixels to keep validation quick).
+    and rotations. With ``kernels: true`` a training item is instead GTOnlyDataset's
+    ``{'gt': canvas, 'kernel1', 'kernel2', 'sinc_kernel', 'gt_path'}`` (the canvas is the ``gt_size``
+    crop; the top-level ``degradation`` makes the LR and crops its own ``gt_size`` patch from it).
+    Validation: whole photos, mod-cropped to the scale (optionally centre-cropped to ``max_size``
+    GT pixels to keep validation quick), bicubic LR.
     """
     OPTIONS = {
         'name': Field(str, 'skimage_photos', doc='dataset name in logs'),
         'phase': Field(str, 'train', choices=('train', 'val', 'test')),
         'scale': Field(int, 4),
         'photos': Field(list, list(PHOTOS), item=Field(str, choices=PHOTOS), doc='which photos'),
-        'gt_size': Field(int, 96, min=8, doc='GT patch size for training'),
+        'gt_size': Field(int, 96, min=8, doc='GT patch size for training (kernels: the canvas size)'),
+        'kernels': Field(bool, False, doc='training: GT canvases + Real-ESRGAN kernels for the top-level '
+                         'degradation (as GTOnlyDataset) instead of bicubic LR/GT pairs'),
         'patches_per_image': Field(int, 16, min=1, doc='training samples per photo and epoch'),
         'max_size': Field(int, 0, min=0, doc='validation: centre-crop GT to at most this size (0: whole photo)'),
         'use_hflip': Field(bool, True),
@@ -59,6 +84,7 @@ class SkimagePhotosDataset(data.Dataset):
         'pin_memory': Field(bool, False),
         'persistent_workers': Field(bool, False),
         'io_backend': Section({}, open=True, doc='unused (the photos are read from the scikit-image package)'),
+        **KERNEL_OPTIONS,
     }
 
     def __init__(self, opt):
@@ -66,6 +92,7 @@ class SkimagePhotosDataset(data.Dataset):
         self.opt = opt
         self.scale = opt['scale']
         self.images = [load_photo(n) for n in opt['photos']]
+        self.kernels = RealESRGANKernels(opt) if opt.get('kernels') and opt['phase'] == 'train' else None
         if opt['phase'] != 'train':
             self.pairs = [self._val_pair(img) for img in self.images]
 
@@ -94,6 +121,9 @@ class SkimagePhotosDataset(data.Dataset):
             left = np.random.randint(0, img.shape[1] - size + 1)
             # basicsr's augment flips in place: work on a copy, not a view of the cached photo
             gt = augment(img[top:top + size, left:left + size].copy(), self.opt['use_hflip'], self.opt['use_rot'])
+            if self.kernels is not None:
+                kernels = self.kernels.draw()
+                return {'gt': img2tensor([gt], bgr2rgb=True, float32=True)[0], **kernels, 'gt_path': name}
             lq = imresize(np.ascontiguousarray(gt), 1 / self.scale)
         else:
             lq, gt = self.pairs[index]

@@ -15,6 +15,7 @@ from ..config import read_option_file, validate_kwargs
 from ..config.json_schema import DRAFT, GENERATED, network_schema, refine, section_schema
 from ..data.eval_degradations import DEGRADATIONS, PROTOCOLS, parse_degradation
 from ..data.image_io import list_images
+from ..data.skimage_photos_dataset import PHOTOS
 from ..models.loading import read_arch_options
 from ..utils.amp import check_amp
 from ..utils.device import resolve_device
@@ -48,7 +49,10 @@ MODEL_SCHEMA = {
 DATASET_SCHEMA = {
     'name': Field(str, doc='dataset name (table block title, cache folder)'),
     'dataroot_hr': Field(str, None, doc='folder of HR images (mod-cropped to the scale here); required except '
-                         'for lr_only sets'),
+                         'for lr_only sets and synthetic sets with skimage_photos'),
+    'skimage_photos': Field(list, None, item=Field(str, choices=PHOTOS),
+                            doc='instead of dataroot_hr: these photos that scikit-image ships in its package (no '
+                            'download, no data set), e.g. [chelsea, ihc]; copied to <cache_dir>/<name>/skimage_HR'),
     'dataroot_lr': Field((dict, str), None, doc='synthetic: existing LR folders per degradation, e.g. {clean: path}, '
                          "others are generated; paired / lr_only: the folder of captured LR images; '{scale}' in a "
                          'path is replaced by the scale'),
@@ -202,18 +206,24 @@ def _folder_per_scale(path, where, scales, root):
     return resolve(path, root)
 
 
-def _validate_dataset(d, where, degradations, scales, root):
+def _validate_dataset(d, where, degradations, scales, root, cache_dir):
     if not isinstance(d, dict):
         raise OptionError(f'{where}: expected a mapping with name and dataroot_hr, got {d!r}')
     d = validate(d, DATASET_SCHEMA, where)
     if d['type'] != 'synthetic':
         return validate_real_dataset(d, where, lambda path, w: _folder_per_scale(path, w, scales, root))
     check_synthetic_keys(d, where)
-    if d['dataroot_hr'] is None:
-        raise OptionError(f'{where}.dataroot_hr: missing required key (folder of HR images)')
-    d['dataroot_hr'] = _require(d['dataroot_hr'], f'{where}.dataroot_hr', 'folder', root)
-    if not list_images(d['dataroot_hr']):
-        raise OptionError(f"{where}.dataroot_hr: no images in folder '{d['dataroot_hr']}'")
+    if (d['dataroot_hr'] is None) == (d['skimage_photos'] is None):
+        raise OptionError(f"{where}: give dataroot_hr (a folder of HR images) or skimage_photos (photos that "
+                          f"scikit-image ships), not {'both' if d['dataroot_hr'] is not None else 'neither'}")
+    if d['skimage_photos'] is not None:
+        if not d['skimage_photos']:
+            raise OptionError(f'{where}.skimage_photos: empty list; name photos among {", ".join(PHOTOS)}')
+        d['dataroot_hr'] = os.path.join(cache_dir, d['name'], 'skimage_HR')  # testsets.prepare_dataset fills it
+    else:
+        d['dataroot_hr'] = _require(d['dataroot_hr'], f'{where}.dataroot_hr', 'folder', root)
+        if not list_images(d['dataroot_hr']):
+            raise OptionError(f"{where}.dataroot_hr: no images in folder '{d['dataroot_hr']}'")
     lr = {}
     for key, path in (d['dataroot_lr'] or {}).items():
         w = f'{where}.dataroot_lr.{key}'
@@ -260,8 +270,9 @@ def validate_test_options(raw, root=PROJECT_ROOT):
             seen.add((m['name'], s))
     if not opt['datasets']:
         raise OptionError('datasets: at least one dataset is needed')
+    opt['cache_dir'] = resolve(opt['cache_dir'], root)
     opt['datasets'] = [
-        _validate_dataset(d, f'datasets[{i}]', opt['degradations'], opt['scales'], root)
+        _validate_dataset(d, f'datasets[{i}]', opt['degradations'], opt['scales'], root, opt['cache_dir'])
         for i, d in enumerate(opt['datasets'])
     ]
     names = [d['name'] for d in opt['datasets']]
@@ -290,7 +301,6 @@ def validate_test_options(raw, root=PROJECT_ROOT):
             resolve_device(opt['device'])
         except ValueError as err:
             raise OptionError(f'device: {err}') from err
-    opt['cache_dir'] = resolve(opt['cache_dir'], root)
     opt['results_root'] = resolve(opt['results_root'] or os.path.join('results', opt['name']), root)
     return opt
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..data.eval_degradations import generate_testsets, mod_crop, read_hr_image, set_dirname
 from ..data.image_io import list_images, read_image
+from ..data.skimage_photos_dataset import copy_photos
 from ..utils.errors import ImageTooSmallError
 
 __all__ = ['prepare_dataset', 'read_gt', 'check_sizes']
@@ -71,6 +72,8 @@ def prepare_dataset(opt, dataset, scale, bad=None):
         RGB written by the generator) or 'hr' (read and mod-cropped here); ``sets`` maps
         degradation -> {stem: LR path}.
     """
+    if dataset.get('skimage_photos'):
+        copy_photos(dataset['skimage_photos'], dataset['dataroot_hr'])
     hr_stems = _stems(dataset['dataroot_hr'])
     if bad is not None and bad.policy == 'skip':
         hr_stems = {s: p for s, p in hr_stems.items() if bad.read(read_hr_image, p, s) is not None}
