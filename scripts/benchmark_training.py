@@ -12,8 +12,11 @@ all of them alike, and each is reported against that architecture's ``default`` 
 median s/step, samples/s, the ratio, and on CUDA the peak memory of a step.
 
 Variants: ``default``; ``channels_last`` (``train.channels_last``); ``amp_bf16`` / ``amp_fp16``
-(``train.amp``); ``channels_last+amp_bf16``. Mixed precision is left out on CPU by default,
-because CPUs without bf16 units emulate it at a fraction of fp32's speed.
+(``train.amp``); ``channels_last+amp_bf16``; ``compile`` and ``channels_last+amp_bf16+compile``
+(``train.compile: default``, inductor; keep ``--warmup`` ≥ 1: the first step compiles). Mixed precision
+and compile are left out on CPU by default: CPUs without bf16 units emulate it at a fraction of fp32's
+speed, and inductor spends minutes compiling C++ kernels there (name ``--variants default compile`` to
+measure it).
 """
 import argparse
 import sys
@@ -39,6 +42,8 @@ VARIANTS = {
     'amp_bf16': {'amp': 'bf16'},
     'amp_fp16': {'amp': 'fp16'},
     'channels_last+amp_bf16': {'channels_last': True, 'amp': 'bf16'},
+    'compile': {'compile': 'default'},  # train.compile; its first step (a warm-up one) compiles
+    'channels_last+amp_bf16+compile': {'channels_last': True, 'amp': 'bf16', 'compile': 'default'},
 }
 CPU_VARIANTS = ('default', 'channels_last')
 

@@ -7,7 +7,7 @@ The network comes from one of:
                                    (values are parsed as YAML: ``depths=[6,6]``, ``img_range=1.``);
 * ``--preset NAME [NAME ...]``     reference configurations (``all`` for every one), at ``--scale``.
 
-FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` for one forward of a
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (``basicsr_ext.utils.flops``) for one forward of a
 ``1×C×lr_size×lr_size`` input: convolutions and matrix products only, 2 FLOPs per
 multiply-accumulate (elementwise ops, softmax and norms are not counted).
 
@@ -34,11 +34,11 @@ except ImportError:  # running from a checkout without `pip install -e .`
     import basicsr_ext  # noqa: F401
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from basicsr_ext.archs import build_network, get_sites, has_sites
 from basicsr_ext.archs.han_arch import HAN_PRESETS
 from basicsr_ext.archs.swinir_arch import SWINIR_PRESETS
+from basicsr_ext.utils.flops import count_flops
 
 # name -> (registered type, constructor arguments, name of the scale argument)
 PRESETS = {
@@ -72,12 +72,6 @@ def count_params(net):
     frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
     buffers = sum(b.numel() for b in net.buffers())
     return trainable, frozen, buffers
-
-
-def count_flops(net, x):
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = net(x)
-    return counter.get_total_flops(), tuple(out.shape)
 
 
 def time_forward(net, x, runs, warmup):

@@ -17,7 +17,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from ..utils.schema import Field, Section
-from .gt_only_dataset import KERNEL_OPTIONS, RealESRGANKernels
+from .gt_only_dataset import KERNEL_OPTIONS, PIN_MEMORY_DOC, PREFETCH_DOC, RealESRGANKernels
 
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'ihc', 'motorcycle_left', 'retina')
 _FILES = {
@@ -81,7 +81,8 @@ class SkimagePhotosDataset(data.Dataset):
         'num_worker_per_gpu': Field(int, 0, min=0),
         'batch_size_per_gpu': Field(int, 8, min=1),
         'dataset_enlarge_ratio': Field(int, 1, min=1),
-        'pin_memory': Field(bool, False),
+        'prefetch_mode': Field(str, None, choices=(None, 'cpu', 'cuda'), doc=PREFETCH_DOC),
+        'pin_memory': Field(bool, None, doc=PIN_MEMORY_DOC),
         'persistent_workers': Field(bool, False),
         'io_backend': Section({}, open=True, doc='unused (the photos are read from the scikit-image package)'),
         **KERNEL_OPTIONS,

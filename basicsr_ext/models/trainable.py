@@ -36,10 +36,10 @@ class TrainableNetwork(nn.Module):
     def compile_network(self, mode='default', backend='inductor'):
         """Run training forwards through ``torch.compile(self.net, mode=mode, backend=backend)``.
 
-        The regularizers' site hooks are traced into the graph (and guarded: other hooks recompile it). Integer attributes of modules (a
-        regularizer's current iteration) are treated as graph inputs rather than constants, so they do not
-        recompile the graph every iteration; a Python-level branch on them (an annealed site) does, once
-        per change.
+        The regularizers' site hooks are traced into the graph (and guarded: other hooks recompile it).
+        Integer attributes of modules (a regularizer's current iteration) are graph inputs rather than
+        constants, so they do not recompile the graph every iteration; a Python-level branch on them (an
+        annealed site) does, once per change.
         """
         if mode not in COMPILE_MODES:
             raise ValueError(f"train.compile: {mode!r} is not a torch.compile mode; use one of {COMPILE_MODES}")
