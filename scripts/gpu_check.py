@@ -127,8 +127,11 @@ class Report:
         return row
 
     def goal(self, check, config, value, text, goal, passed, judge):
+        """A goal's row; ``value`` (the measured number) is kept in the JSON rows."""
         status = ('PASS' if passed else 'FAIL') if judge else 'n/a (smoke)'
-        return self.add(check, config, text, goal, status)
+        row = self.add(check, config, text, goal, status)
+        row['value'] = value
+        return row
 
     @property
     def failed(self):

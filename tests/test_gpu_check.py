@@ -51,7 +51,8 @@ def test_smoke_run_prints_one_table_with_every_section(tmp_path, capsys):
     assert [s for c, (_, _, s) in goals.items() if 'stock basicsr' in c] == ['n/a (smoke)'] * 2
     assert all(status == 'n/a (smoke)' for _, _, goal, status in by_check['data'] + by_check['eats'] if goal)
     saved = json.loads((tmp_path / 'rows.json').read_text())
-    assert [list(r.values()) for r in saved['rows']] == rows
+    assert [[r[k] for k in ('check', 'configuration', 'result', 'goal', 'status')] for r in saved['rows']] == rows
+    assert all(isinstance(r['value'], float) for r in saved['rows'] if r['status'] == 'n/a (smoke)')
 
 
 def test_a_raising_section_and_a_spent_budget_fail_with_exit_1(capsys, monkeypatch):
