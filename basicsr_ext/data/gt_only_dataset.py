@@ -51,7 +51,8 @@ def loader_options(type_name):
         'pin_memory': Field(bool, None, doc=PIN_MEMORY_DOC),
         'persistent_workers': Field(bool, False, doc='keep dataloader workers between epochs'),
         'on_bad_image': Field(str, 'error', choices=('error', 'skip'),
-                              doc='unreadable image: raise naming the file, or warn, count and use another'),
+                              doc='unreadable image: raise naming the file, or warn, count and skip it (training: '
+                              'another image takes its place; validation: it is left out)'),
     }
 
 
@@ -105,11 +106,16 @@ class ImageSource:
 
 
 class BadImagePolicy:
-    """``on_bad_image``: re-raise, or warn, count and let the caller draw another index."""
+    """``on_bad_image``: re-raise, or warn, count and let the caller draw another index.
+
+    ``last_skipped`` is how many images the latest :meth:`read` skipped; datasets put it in the sample
+    (``'skipped'``), so the training loop counts skips made in any worker process.
+    """
 
     def __init__(self, mode):
         self.mode = mode
         self.skipped = 0
+        self.last_skipped = 0
 
     def handle(self, err, in_a_row):
         if self.mode == 'error' or in_a_row >= MAX_BAD_IN_A_ROW:
@@ -122,7 +128,9 @@ class BadImagePolicy:
         in_a_row = 0
         while True:
             try:
-                return read_fn(index), index
+                value = read_fn(index)
+                self.last_skipped = in_a_row
+                return value, index
             except ImageReadError as err:
                 self.handle(err, in_a_row)
                 in_a_row += 1
@@ -277,7 +285,8 @@ class GTOnlyDataset(data.Dataset):
         img, path = self._canvas(index)
         kernels = self.kernels.draw()
         gt = img2tensor([img], bgr2rgb=True, float32=True)[0]
-        return {'gt': gt, **kernels, 'gt_path': path}
+        return {'gt': gt, **kernels, 'gt_path': path,
+                'skipped': self.bad.last_skipped}
 
     @property
     def skipped(self):

@@ -75,7 +75,7 @@ def imread_unchanged(path):
     try:
         data = path.read_bytes()
     except FileNotFoundError as err:
-        raise ImageMissingError(f"image file '{path}' does not exist (any more)") from err
+        raise ImageMissingError(f"cannot read image file '{path}': no such file") from err
     except OSError as err:
         raise ImageReadError(f"cannot read image file '{path}': {err.strerror or err}") from err
     return _decode_raw(data, path)
