@@ -69,21 +69,26 @@ def plant_bad_images(folder):
     return ['empty.png', 'truncated.png', 'notes.png']
 
 
-def gt_only_options(root, dataroot, workers=2, total_iter=6, **dataset):
+def tiny_run(root, name, train_set, total_iter, print_freq=2, **extra):
+    """A tiny MSRResNet run on ``train_set`` that checkpoints every 3 iterations."""
     return {
-        'name': 'fail', 'scale': 4, 'num_gpu': 0, 'manual_seed': 3,
-        'datasets': {'train': {'name': 'bad', 'type': 'GTOnlyDataset', 'dataroot_gt': str(dataroot),
-                               'crop_pad_size': 64, 'batch_size_per_gpu': 2, 'num_worker_per_gpu': workers,
-                               'use_hflip': False, **dataset}},
-        'degradation': {'type': 'HighOrderDegradation', 'gt_size': 32},
+        'name': name, 'scale': 4, 'num_gpu': 0, 'manual_seed': 3,
+        'datasets': {'train': train_set},
         'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 4},
         'path': {'experiments_root': str(root)},
         'train': {'total_iter': total_iter, 'optim_g': {'type': 'Adam', 'lr': 1e-3},
                   'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
                   'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
-        'logger': {'print_freq': 2, 'save_checkpoint_freq': 3},
-        'dist_params': {'timeout': 30},
+        'logger': {'print_freq': print_freq, 'save_checkpoint_freq': 3},
+        **extra,
     }
+
+
+def gt_only_options(root, dataroot, workers=2, total_iter=6, **dataset):
+    train_set = {'name': 'bad', 'type': 'GTOnlyDataset', 'dataroot_gt': str(dataroot), 'crop_pad_size': 64,
+                 'batch_size_per_gpu': 2, 'num_worker_per_gpu': workers, 'use_hflip': False, **dataset}
+    return tiny_run(root, 'fail', train_set, total_iter, degradation={'type': 'HighOrderDegradation', 'gt_size': 32},
+                    dist_params={'timeout': 30})
 
 
 class Run:
@@ -178,18 +183,9 @@ def newest_iter(root):
 
 
 def photo_options(root, total_iter=6):
-    return {
-        'name': 'write', 'scale': 4, 'num_gpu': 0, 'manual_seed': 4,
-        'datasets': {'train': {'name': 'photos', 'type': 'SkimagePhotosDataset', 'photos': ['astronaut'],
-                               'gt_size': 16, 'patches_per_image': 4, 'batch_size_per_gpu': 2,
-                               'num_worker_per_gpu': 0}},
-        'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 4},
-        'path': {'experiments_root': str(root)},
-        'train': {'total_iter': total_iter, 'optim_g': {'type': 'Adam', 'lr': 1e-3},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
-        'logger': {'print_freq': 3, 'save_checkpoint_freq': 3},
-    }
+    train_set = {'name': 'photos', 'type': 'SkimagePhotosDataset', 'photos': ['astronaut'], 'gt_size': 16,
+                 'patches_per_image': 4, 'batch_size_per_gpu': 2, 'num_worker_per_gpu': 0}
+    return tiny_run(root, 'write', train_set, total_iter, print_freq=3)
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_auto_resume_continues(tmp_path, monkeypatch,
