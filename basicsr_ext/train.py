@@ -48,7 +48,7 @@ def _make_logger(opt, rank):
 
 
 def _tb_logger(opt, rank):
-    if rank != 0 or not opt['logger'].get('use_tb_logger'):
+    if rank != 0 or not opt['logger']['use_tb_logger']:
         return None
     # tensorboard is slow to import and only runs with use_tb_logger need it
     from torch.utils.tensorboard import SummaryWriter
@@ -71,7 +71,7 @@ def save_checkpoint(model, opt, epoch, position, current_iter, logger):
         if opt.get('wandb_run_id'):  # a run resumed from this state continues the same wandb run
             state['wandb_run_id'] = opt['wandb_run_id']
         atomic_save(state, os.path.join(paths['training_states'], f'{current_iter}.state'))
-        prune_checkpoints(paths['training_states'], paths['models'], opt['logger'].get('keep_checkpoints', 0))
+        prune_checkpoints(paths['training_states'], paths['models'], opt['logger']['keep_checkpoints'])
         logger.info(f'Saved checkpoint at iteration {current_iter:,d}.')
     dist_util.barrier()
 
@@ -123,7 +123,7 @@ def validate_all(model, loaders, current_iter, tb_logger, opt):
     results = {}
     for loader in loaders:
         results[loader.dataset.opt['name']] = model.validation(loader, current_iter, tb_logger,
-                                                               opt['val'].get('save_img', False))
+                                                               opt['val']['save_img'])
     return results
 
 
@@ -184,7 +184,7 @@ def _train(opt, args, run, progress_state):
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     paths = opt['path']
-    resume_path = paths.get('resume_state')
+    resume_path = paths['resume_state']
     if resume_path is None and args.auto_resume and rank == 0:
         resume_path = find_resume_state(paths['training_states'], paths['models'])
     resume_path = dist_util.broadcast_object(resume_path)  # one decision, even without a shared file system
@@ -244,7 +244,7 @@ def _train(opt, args, run, progress_state):
             if micro_step == 0:
                 current_iter += 1
                 progress_state['iter'] = current_iter
-                model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
+                model.update_learning_rate(current_iter, warmup_iter=opt['train']['warmup_iter'])
             model.feed_data(data, current_iter)
             model.optimize_parameters(current_iter, micro_step, accumulate)
             micro_step = (micro_step + 1) % accumulate
