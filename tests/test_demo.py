@@ -60,6 +60,8 @@ def test_readme_follow_up_runs_on_a_fresh_copy_without_shared(tmp_path):
     assert not (tmp_path / 'shared').exists()
     readme = (repo / 'README.md').read_text(encoding='utf-8')
     assert f'python train.py -opt {DEMO} && python test.py -opt {FOLLOW_UP}' in readme
+    ci = (repo / '.ci' / 'run').read_text(encoding='utf-8')  # CI runs README command 1 as written
+    assert f'python train.py -opt {DEMO}\npython test.py -opt {FOLLOW_UP}\n' in ci
 
     # the follow-up reads the demo's final checkpoint
     total = yaml_load(str(repo / DEMO))['train']['total_iter']
