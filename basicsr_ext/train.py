@@ -11,7 +11,7 @@ from basicsr.utils import get_time_str, set_random_seed
 from basicsr.utils import logger as basicsr_logger
 
 from .config import OptionError, load_options, make_parser, resolve_num_gpu
-from .data import build_dataset, build_train_loader, build_val_loader, sample_seed
+from .data import build_dataset, build_train_loader, build_val_loader, dataset_name, sample_seed
 from .data.prefetch import Prefetcher
 from .failures import RunResources, describe_failure
 from .models import build_model
@@ -122,8 +122,8 @@ def _val_loaders(opt):
 def validate_all(model, loaders, current_iter, tb_logger, opt):
     results = {}
     for loader in loaders:
-        results[loader.dataset.opt['name']] = model.validation(loader, current_iter, tb_logger,
-                                                               opt['val']['save_img'])
+        save_img = opt['val']['save_img']
+        results[dataset_name(loader.dataset)] = model.validation(loader, current_iter, tb_logger, save_img)
     return results
 
 

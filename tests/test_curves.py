@@ -8,6 +8,7 @@ import sys
 import cv2
 import pytest
 
+from basicsr_ext.data import dataset_name
 from basicsr_ext.models.sr_model import BlindSRModel
 from basicsr_ext.utils import curves
 from basicsr_ext.utils.curve_plots import best_point, plot_history
@@ -45,7 +46,7 @@ def captured(monkeypatch):
 
     def validation_and_keep(self, dataloader, current_iter, tb_logger, save_img=False):
         out = validation(self, dataloader, current_iter, tb_logger, save_img)
-        seen['val'][(current_iter, dataloader.dataset.opt['name'])] = dict(out)
+        seen['val'][(current_iter, dataset_name(dataloader.dataset))] = dict(out)
         return out
 
     monkeypatch.setattr(BlindSRModel, 'optimize_parameters', optimize_and_keep)

@@ -142,3 +142,73 @@ def test_every_shipped_test_file_converts(path):
     # the items of the lists get their defaults too
     assert opt.as_dict() == {**raw, 'models': [validate(m, MODEL_SCHEMA) for m in raw['models']],
                              'datasets': [validate(d, DATASET_SCHEMA) for d in raw['datasets']]}
+
+
+# ------------------------------------------------------------------- components type their own options (utils.typed)
+def _one_image_folder(tmp_path):
+    import cv2
+    import numpy as np
+    root = tmp_path / 'gt'
+    root.mkdir()
+    cv2.imwrite(str(root / 'a.png'), np.random.default_rng(0).integers(0, 256, (64, 72, 3), dtype=np.uint8))
+    return root
+
+
+def test_a_dataset_built_from_a_partial_dict_holds_frozen_options_with_the_defaults(tmp_path):
+    from basicsr_ext.data.gt_only_dataset import GTOnlyDataset, GTOnlyDatasetOptions
+    ds = GTOnlyDataset({'dataroot_gt': str(_one_image_folder(tmp_path)), 'crop_pad_size': 96})
+    assert isinstance(ds.opt, GTOnlyDatasetOptions)
+    assert ds.opt.crop_pad_size == 96 and ds.opt.small_image == 'pad' and ds.opt.on_bad_image == 'error'
+    assert ds.opt.io_backend['type'] == 'disk' and ds.opt.kernel_list[0] == 'iso'
+    assert ds.kernels.opt.final_sinc_prob == GTOnlyDataset.OPTIONS['final_sinc_prob'].default == 0.8
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ds.opt.crop_pad_size = 10
+    assert ds[0]['gt'].shape == (3, 96, 96)
+
+
+def test_a_dataset_checks_a_dict_handed_to_it_as_an_option_file_would(tmp_path):
+    from basicsr_ext.data.gt_only_dataset import GTOnlyDataset
+    from basicsr_ext.data.paired_dataset import PairedDataset
+    root = str(_one_image_folder(tmp_path))
+    with pytest.raises(OptionError, match=r"^crop_pad_sise: unknown key; did you mean 'crop_pad_size'\?"):
+        GTOnlyDataset({'dataroot_gt': root, 'crop_pad_sise': 96})
+    with pytest.raises(OptionError, match=r'^dataroot_lq: missing required key'):
+        PairedDataset({'dataroot_gt': root})
+    with pytest.raises(OptionError, match=r"^small_image: 'crop' is not one of \['pad', 'error'\]"):
+        GTOnlyDataset({'dataroot_gt': root, 'small_image': 'crop'})
+
+
+def test_typed_dataset_options_pickle_for_spawned_loader_workers(tmp_path):
+    import numpy as np
+    import random
+    import torch
+    from basicsr_ext.data.skimage_photos_dataset import SkimagePhotosDataset
+    ds = SkimagePhotosDataset({'photos': ['astronaut'], 'gt_size': 32, 'kernels': True, 'blur_kernel_size': 9})
+    copy_ = pickle.loads(pickle.dumps(ds))
+    assert copy_.opt == ds.opt and type(copy_.opt) is type(ds.opt) and copy_.kernels.opt == ds.kernels.opt
+    items = []
+    for d in (ds, copy_):
+        random.seed(3)
+        np.random.seed(3)
+        items.append(d[0])
+    assert all(torch.equal(items[0][k], items[1][k]) for k in ('gt', 'kernel1', 'kernel2', 'sinc_kernel'))
+
+
+def test_kernel_options_take_their_keys_only_and_check_the_pairs():
+    from basicsr_ext.data.gt_only_dataset import KERNEL_OPTIONS, RealESRGANKernels
+    kernels = RealESRGANKernels({'gt_size': 64, 'sinc_prob2': 0.5})  # other keys of a dataset are ignored
+    assert kernels.opt.sinc_prob2 == 0.5 and kernels.opt.blur_sigma2 == tuple(KERNEL_OPTIONS['blur_sigma2'].default)
+    with pytest.raises(OptionError, match=r'^kernel_prob2: 2 weights for 6 kernel_list2 entries'):
+        RealESRGANKernels({'kernel_prob2': [0.5, 0.5]})
+
+
+@pytest.mark.filterwarnings('ignore:This DataLoader will create')  # no worker starts: the loader is not iterated
+def test_the_train_loader_fills_absent_loader_keys_from_the_schema():
+    from basicsr_ext.data import LOADER_OPTIONS, build_train_loader
+    from basicsr_ext.data.skimage_photos_dataset import SkimagePhotosDataset
+    ds = SkimagePhotosDataset({'photos': ['astronaut'], 'gt_size': 32})
+    loader, sampler = build_train_loader(ds, {'batch_size_per_gpu': 2, 'pin_memory': None}, seed=0)
+    assert loader.batch_size == 2 and loader.num_workers == LOADER_OPTIONS['num_worker_per_gpu'].default == 4
+    assert loader.pin_memory is False and loader.persistent_workers is False
+    with pytest.raises(OptionError, match=r'^batch_size_per_gpu: 0 is below the minimum 1'):
+        build_train_loader(ds, {'batch_size_per_gpu': 0}, seed=0)

@@ -25,7 +25,9 @@ _modules = [
 ]
 
 
+from ..utils.typed import as_plain, typed_options  # noqa: E402
 from .degradation import HighOrderDegradation  # noqa: E402
+from .gt_only_dataset import loader_options  # noqa: E402
 
 DEGRADATION_TYPES = {'HighOrderDegradation': HighOrderDegradation}
 
@@ -110,12 +112,27 @@ def build_dataset(dataset_opt):
     return DATASET_REGISTRY.get(opt['type'])(opt)
 
 
+LOADER_OPTIONS = {key: spec for key, spec in loader_options('').items()
+                  if key in ('batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'pin_memory',
+                             'persistent_workers')}
+
+
+def dataset_name(dataset):
+    """The ``name`` option of a dataset: ours carry typed options, basicsr's a plain dict."""
+    opt = dataset.opt
+    return opt['name'] if isinstance(opt, dict) else opt.name
+
+
 def build_train_loader(dataset, dataset_opt, seed, world_size=1, rank=0):
-    batch = dataset_opt['batch_size_per_gpu']
+    """The resumable training loader; ``dataset_opt``'s loader keys (:data:`LOADER_OPTIONS`) take their
+    schema defaults when absent (a basicsr dataset's section need not state them all)."""
+    opt = typed_options({k: v for k, v in as_plain(dataset_opt).items() if k in LOADER_OPTIONS}, LOADER_OPTIONS,
+                        'LoaderOptions')
+    batch = opt.batch_size_per_gpu
     sampler = ResumableSampler(
-        len(dataset), seed=seed, num_replicas=world_size, rank=rank, ratio=dataset_opt.get('dataset_enlarge_ratio', 1),
+        len(dataset), seed=seed, num_replicas=world_size, rank=rank, ratio=opt.dataset_enlarge_ratio,
         batch_size=batch)
-    workers = dataset_opt.get('num_worker_per_gpu', 0)
+    workers = opt.num_worker_per_gpu
     loader = torch.utils.data.DataLoader(
         SeededDataset(dataset, seed),
         batch_size=batch,
@@ -124,8 +141,8 @@ def build_train_loader(dataset, dataset_opt, seed, world_size=1, rank=0):
         drop_last=True,
         # a private generator keeps the loader from drawing on the global RNG, whose state is checkpointed
         generator=torch.Generator().manual_seed(seed),
-        pin_memory=dataset_opt.get('pin_memory', False),
-        persistent_workers=bool(workers) and dataset_opt.get('persistent_workers', False))
+        pin_memory=bool(opt.pin_memory),
+        persistent_workers=bool(workers) and opt.persistent_workers)
     return loader, sampler
 
 
@@ -152,5 +169,5 @@ def build_val_loader(dataset, world_size=1, rank=0):
 
 __all__ = [
     'DEGRADATION_TYPES', 'ResumableSampler', 'SeededDataset', 'build_dataset', 'build_degradation',
-    'build_train_loader', 'build_val_loader', 'sample_seed'
+    'build_train_loader', 'build_val_loader', 'dataset_name', 'sample_seed'
 ]

@@ -21,6 +21,7 @@ from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from ..utils.schema import Field, OptionError, Section
+from ..utils.typed import as_plain, options_class, typed_options
 from .image_io import ImageReadError, decode_image, list_images, pad_or_reject, read_image
 
 KERNEL_TYPES = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso')
@@ -181,49 +182,56 @@ KERNEL_OPTIONS = {
     # final sinc
     'final_sinc_prob': Field(float, 0.8, min=0, max=1, doc='P(final sinc filter), else a 21x21 identity pulse'),
 }
+# bound here by name so that typed options pickle into spawned loader workers
+KernelOptions = options_class(KERNEL_OPTIONS, 'KernelOptions', module=__name__)
 
 
 class RealESRGANKernels:
     """Real-ESRGAN's per-sample first-blur, second-blur and final sinc kernels (the CPU side of its degradation).
 
-    ``opt`` holds the :data:`KERNEL_OPTIONS` keys (missing ones take Real-ESRGAN's defaults). The draws
-    use the global ``random``/``numpy`` RNGs in basicsr ``RealESRGANDataset``'s order.
+    ``opt``: a mapping or typed options holding any of the :data:`KERNEL_OPTIONS` keys (other keys are
+    ignored; missing ones take Real-ESRGAN's defaults). The draws use the global ``random``/``numpy`` RNGs in
+    basicsr ``RealESRGANDataset``'s order.
     """
 
     def __init__(self, opt):
-        self.opt = opt
+        given = as_plain(opt)
+        self.opt = typed_options({k: v for k, v in given.items() if k in KERNEL_OPTIONS}, KERNEL_OPTIONS,
+                                 'KernelOptions')
         for suffix in ('', '2'):
-            types, probs = opt.get('kernel_list' + suffix), opt.get('kernel_prob' + suffix)
-            if types is not None and probs is not None and len(types) != len(probs):
+            types, probs = getattr(self.opt, 'kernel_list' + suffix), getattr(self.opt, 'kernel_prob' + suffix)
+            if len(types) != len(probs):
                 raise OptionError(f'kernel_prob{suffix}: {len(probs)} weights for {len(types)} kernel_list{suffix} '
                                   'entries')
         self.pulse = torch.zeros(21, 21)
         self.pulse[10, 10] = 1  # convolving with it changes nothing
 
     def _blur_kernel(self, suffix):
-        o = self.opt
-        max_size = o.get('blur_kernel_size' + suffix, 21)
+        def option(key):
+            return getattr(self.opt, key + suffix)
+
+        max_size = option('blur_kernel_size')
         size = random.choice(_kernel_sizes(max_size))
-        if np.random.uniform() < o.get('sinc_prob' + suffix, 0.1):
+        if np.random.uniform() < option('sinc_prob'):
             # Real-ESRGAN's cutoff range for small kernels keeps the sinc ringing inside the support
             omega_c = np.random.uniform(np.pi / 3, np.pi) if size < 13 else np.random.uniform(np.pi / 5, np.pi)
             kernel = circular_lowpass_kernel(omega_c, size, pad_to=False)
         else:
-            sigma = o.get('blur_sigma' + suffix, [0.2, 3] if not suffix else [0.2, 1.5])
+            sigma = option('blur_sigma')
             kernel = random_mixed_kernels(
-                o.get('kernel_list' + suffix, list(KERNEL_TYPES)),
-                o.get('kernel_prob' + suffix, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03]),
+                list(option('kernel_list')),
+                list(option('kernel_prob')),
                 size,
                 sigma,
                 sigma, [-math.pi, math.pi],
-                o.get('betag_range' + suffix, [0.5, 4]),
-                o.get('betap_range' + suffix, [1, 2]),
+                option('betag_range'),
+                option('betap_range'),
                 noise_range=None)
         pad = (max_size - size) // 2
         return torch.FloatTensor(np.pad(kernel, ((pad, pad), (pad, pad))))
 
     def _sinc_kernel(self):
-        if np.random.uniform() < self.opt.get('final_sinc_prob', 0.8):
+        if np.random.uniform() < self.opt.final_sinc_prob:
             size = random.choice(_kernel_sizes(21))
             omega_c = np.random.uniform(np.pi / 3, np.pi)
             return torch.FloatTensor(circular_lowpass_kernel(omega_c, size, pad_to=21))
@@ -257,11 +265,10 @@ class GTOnlyDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        self.opt = opt
-        self.source = ImageSource(opt['dataroot_gt'], opt.get('meta_info'), opt.get('io_backend', {'type': 'disk'}),
-                                  'gt')
-        self.bad = BadImagePolicy(opt.get('on_bad_image', 'error'))
-        self.kernels = RealESRGANKernels(opt)
+        self.opt = typed_options(opt, self.OPTIONS, f'{type(self).__name__}Options')
+        self.source = ImageSource(self.opt.dataroot_gt, self.opt.meta_info, self.opt.io_backend, 'gt')
+        self.bad = BadImagePolicy(self.opt.on_bad_image)
+        self.kernels = RealESRGANKernels(self.opt)
 
     def __len__(self):
         return len(self.source)
@@ -271,9 +278,9 @@ class GTOnlyDataset(data.Dataset):
         """Read, augment and crop/pad item ``index`` to the canvas; unreadable images per on_bad_image."""
         img, index = self.bad.read(self.source.read, index, len(self))
         path = self.source.name(index)
-        img = augment(img, self.opt.get('use_hflip', True), self.opt.get('use_rot', False))
-        size = self.opt.get('crop_pad_size', 400)
-        img = pad_or_reject(img, size, size, path, self.opt.get('small_image', 'pad'))
+        img = augment(img, self.opt.use_hflip, self.opt.use_rot)
+        size = self.opt.crop_pad_size
+        img = pad_or_reject(img, size, size, path, self.opt.small_image)
         h, w = img.shape[:2]
         if h > size or w > size:
             top = random.randint(0, h - size)
@@ -293,3 +300,5 @@ class GTOnlyDataset(data.Dataset):
         """How many unreadable images this dataset object has skipped (per worker process)."""
         return self.bad.skipped
 
+
+GTOnlyDatasetOptions = options_class(GTOnlyDataset.OPTIONS, 'GTOnlyDatasetOptions', module=__name__)

@@ -12,6 +12,7 @@ from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from ..utils.schema import Field, OptionError
+from ..utils.typed import options_class, typed_options
 from .gt_only_dataset import BadImagePolicy, ImageSource, loader_options
 from .image_io import IMAGE_EXTENSIONS, ImageReadError, pad_or_reject
 
@@ -43,32 +44,32 @@ class PairedDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        self.opt = opt
-        self.scale = opt.get('scale', 4)
-        backend = opt.get('io_backend', {'type': 'disk'})
-        self.gt = ImageSource(opt['dataroot_gt'], opt.get('meta_info'), backend, 'gt')
-        self.bad = BadImagePolicy(opt.get('on_bad_image', 'error'))
+        self.opt = opt = typed_options(opt, self.OPTIONS, f'{type(self).__name__}Options')
+        self.scale = opt.scale
+        backend = opt.io_backend
+        self.gt = ImageSource(opt.dataroot_gt, opt.meta_info, backend, 'gt')
+        self.bad = BadImagePolicy(opt.on_bad_image)
         if backend['type'] == 'lmdb':
-            self.lq = ImageSource(opt['dataroot_lq'], None, backend, 'lq')
+            self.lq = ImageSource(opt.dataroot_lq, None, backend, 'lq')
             missing = sorted(set(self.gt.keys) - set(self.lq.keys))
             if missing:
-                raise OptionError(f"dataroot_lq: LMDB '{opt['dataroot_lq']}' lacks {len(missing)} GT keys, "
+                raise OptionError(f"dataroot_lq: LMDB '{opt.dataroot_lq}' lacks {len(missing)} GT keys, "
                                   f'e.g. {missing[:3]}')
             self.lq.keys = list(self.gt.keys)
         else:
-            self.lq = ImageSource(opt['dataroot_lq'], None, backend, 'lq')
+            self.lq = ImageSource(opt.dataroot_lq, None, backend, 'lq')
             self.lq.keys = [self._lq_key(k) for k in self.gt.keys]
 
     def _lq_key(self, gt_key):
         folder, name = osp.split(gt_key)
         stem, ext = osp.splitext(name)
-        stem = self.opt.get('filename_tmpl', '{}').format(stem)
+        stem = self.opt.filename_tmpl.format(stem)
         for candidate in [ext] + [e for e in IMAGE_EXTENSIONS if e != ext.lower()]:
             key = osp.join(folder, stem + candidate)
-            if osp.isfile(osp.join(self.opt['dataroot_lq'], key)):
+            if osp.isfile(osp.join(self.opt.dataroot_lq, key)):
                 return key
         raise OptionError(f"dataroot_lq: no LR image for GT '{gt_key}' "
-                          f"(looked for '{osp.join(self.opt['dataroot_lq'], folder, stem + ext)}')")
+                          f"(looked for '{osp.join(self.opt.dataroot_lq, folder, stem + ext)}')")
 
     def __len__(self):
         return len(self.gt)
@@ -77,7 +78,7 @@ class PairedDataset(data.Dataset):
         return self.gt.read(index), self.lq.read(index)
 
     def __getitem__(self, index):
-        training = self.opt.get('phase', 'train') == 'train'
+        training = self.opt.phase == 'train'
         if training:
             (img_gt, img_lq), index = self.bad.read(self._read_pair, index, len(self))
         else:  # evaluation never swaps in another image: a skipped one is left out of the metrics
@@ -89,15 +90,15 @@ class PairedDataset(data.Dataset):
         gt_path, lq_path = self.gt.name(index), self.lq.name(index)
         s = self.scale
         if training:
-            gt_size = self.opt.get('gt_size', 128)
+            gt_size = self.opt.gt_size
             if gt_size % s:
                 raise OptionError(f'gt_size: {gt_size} is not a multiple of scale {s}')
-            mode = self.opt.get('small_image', 'pad')
+            mode = self.opt.small_image
             img_lq = pad_or_reject(img_lq, gt_size // s, gt_size // s, lq_path, mode)
             # the GT is padded to the LR's (possibly padded) size x scale so the pair stays aligned
             img_gt = pad_or_reject(img_gt, img_lq.shape[0] * s, img_lq.shape[1] * s, gt_path, mode)
             img_gt, img_lq = paired_random_crop(img_gt, img_lq, gt_size, s, gt_path)
-            img_gt, img_lq = augment([img_gt, img_lq], self.opt.get('use_hflip', True), self.opt.get('use_rot', False))
+            img_gt, img_lq = augment([img_gt, img_lq], self.opt.use_hflip, self.opt.use_rot)
         else:
             h, w = img_lq.shape[:2]
             if img_gt.shape[0] < h * s or img_gt.shape[1] < w * s:
@@ -114,3 +115,6 @@ class PairedDataset(data.Dataset):
     def skipped(self):
         """How many unreadable pairs this dataset object has skipped (per worker process)."""
         return self.bad.skipped
+
+
+PairedDatasetOptions = options_class(PairedDataset.OPTIONS, 'PairedDatasetOptions', module=__name__)

@@ -17,6 +17,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from ..utils.schema import Field, Section
+from ..utils.typed import options_class, typed_options
 from .gt_only_dataset import KERNEL_OPTIONS, PIN_MEMORY_DOC, PREFETCH_DOC, RealESRGANKernels
 
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'ihc', 'motorcycle_left', 'retina')
@@ -68,6 +69,7 @@ class SkimagePhotosDataset(data.Dataset):
     """
     OPTIONS = {
         'name': Field(str, 'skimage_photos', doc='dataset name in logs'),
+        'type': Field(str, 'SkimagePhotosDataset', doc='registered dataset class'),
         'phase': Field(str, 'train', choices=('train', 'val', 'test')),
         'scale': Field(int, 4),
         'photos': Field(list, list(PHOTOS), item=Field(str, choices=PHOTOS), doc='which photos'),
@@ -90,18 +92,18 @@ class SkimagePhotosDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        self.opt = opt
-        self.scale = opt['scale']
-        self.images = [load_photo(n) for n in opt['photos']]
-        self.kernels = RealESRGANKernels(opt) if opt.get('kernels') and opt['phase'] == 'train' else None
-        if opt['phase'] != 'train':
+        self.opt = opt = typed_options(opt, self.OPTIONS, f'{type(self).__name__}Options')
+        self.scale = opt.scale
+        self.images = [load_photo(n) for n in opt.photos]
+        self.kernels = RealESRGANKernels(opt) if opt.kernels and opt.phase == 'train' else None
+        if opt.phase != 'train':
             self.pairs = [self._val_pair(img) for img in self.images]
 
     def _val_pair(self, img):
         s = self.scale
-        if self.opt['max_size']:
+        if self.opt.max_size:
             h, w = img.shape[:2]
-            m = self.opt['max_size']
+            m = self.opt.max_size
             top, left = max((h - m) // 2, 0), max((w - m) // 2, 0)
             img = img[top:top + m, left:left + m]
         h, w = img.shape[:2]
@@ -109,19 +111,19 @@ class SkimagePhotosDataset(data.Dataset):
         return imresize(gt, 1 / s), gt
 
     def __len__(self):
-        if self.opt['phase'] == 'train':
-            return len(self.images) * self.opt['patches_per_image']
+        if self.opt.phase == 'train':
+            return len(self.images) * self.opt.patches_per_image
         return len(self.images)
 
     def __getitem__(self, index):
-        name = self.opt['photos'][index % len(self.images)]
-        if self.opt['phase'] == 'train':
+        name = self.opt.photos[index % len(self.images)]
+        if self.opt.phase == 'train':
             img = self.images[index % len(self.images)]
-            size = self.opt['gt_size']
+            size = self.opt.gt_size
             top = np.random.randint(0, img.shape[0] - size + 1)
             left = np.random.randint(0, img.shape[1] - size + 1)
             # basicsr's augment flips in place: work on a copy, not a view of the cached photo
-            gt = augment(img[top:top + size, left:left + size].copy(), self.opt['use_hflip'], self.opt['use_rot'])
+            gt = augment(img[top:top + size, left:left + size].copy(), self.opt.use_hflip, self.opt.use_rot)
             if self.kernels is not None:
                 kernels = self.kernels.draw()
                 return {'gt': img2tensor([gt], bgr2rgb=True, float32=True)[0], **kernels, 'gt_path': name}
@@ -131,3 +133,7 @@ class SkimagePhotosDataset(data.Dataset):
         lq = np.clip(lq, 0, 1)
         gt_t, lq_t = img2tensor([gt, lq], bgr2rgb=True, float32=True)
         return {'lq': lq_t, 'gt': gt_t, 'lq_path': name, 'gt_path': name}
+
+
+SkimagePhotosDatasetOptions = options_class(SkimagePhotosDataset.OPTIONS, 'SkimagePhotosDatasetOptions',
+                                            module=__name__)

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from ..archs import arch_spec
 from ..archs.forward import forward_tiled
+from ..data import dataset_name as name_of_dataset
 from ..utils.misc import unwrap
 
 
@@ -38,7 +39,7 @@ class ValidationMixin:
 
     def validation(self, dataloader, current_iter, tb_logger, save_img=False):
         """Validate on this rank's share of the images; sums are all-reduced across ranks."""
-        dataset_name = dataloader.dataset.opt['name']
+        dataset_name = name_of_dataset(dataloader.dataset)
         metrics = self.opt['val']['metrics'] or {}
         if metrics:
             self._initialize_best_metric_results(dataset_name)
