@@ -19,7 +19,7 @@ from basicsr.utils.img_process_util import USMSharp
 from basicsr_ext.config import load_options, validate_options, yaml_load
 from basicsr_ext.data.skimage_photos_dataset import load_photo
 from basicsr_ext.losses import VGGWeightsNotFound, local_vgg_weights, vgg_file
-from basicsr_ext.losses import vgg_weights
+from basicsr_ext.utils import pretrained
 from basicsr_ext.models import build_model
 from basicsr_ext.models.gan_model import discriminator_path
 from basicsr_ext.train import train_pipeline
@@ -238,7 +238,7 @@ def test_resume_without_the_discriminator_file_says_which_file(tmp_path):
 @pytest.fixture
 def no_local_vgg(monkeypatch, tmp_path):
     """Empty experiments/pretrained_models and TORCH_HOME."""
-    monkeypatch.setattr(vgg_weights, 'PRETRAINED_DIR', tmp_path / 'pretrained_models')
+    monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', tmp_path / 'pretrained_models')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     return tmp_path
 

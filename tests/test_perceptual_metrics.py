@@ -14,7 +14,7 @@ from torchvision.models import vgg as tv_vgg
 from basicsr_ext.config import OptionError, validate_options, yaml_load
 from basicsr_ext.metrics import (BackboneWeightsNotFound, calculate_dists, calculate_lpips, calculate_niqe_or_nan,
                                  metric_better, niqe_with_note)
-from basicsr_ext.metrics import backbones
+from basicsr_ext.utils import pretrained
 from basicsr_ext.metrics.dists import build_dists
 from basicsr_ext.metrics.lpips import build_lpips
 from conftest import REPO
@@ -33,7 +33,7 @@ def noisy(img, sigma, seed=0):
 @pytest.fixture
 def no_local_weights(tmp_path, monkeypatch):
     """Neither experiments/pretrained_models nor TORCH_HOME holds a backbone file."""
-    monkeypatch.setattr(backbones, 'PRETRAINED_DIR', tmp_path / 'pretrained_models')
+    monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', tmp_path / 'pretrained_models')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     return tmp_path
 
@@ -166,3 +166,22 @@ def test_training_validation_accepts_the_metrics():
     bad['val']['metrics'] = {'psnr': {'type': 'calculate_psnr', 'net': 'vgg'}}
     with pytest.raises(OptionError, match=r'^val.metrics.psnr.net: unknown key'):
         validate_options(bad)
+
+
+def test_weight_files_are_looked_for_in_the_project_first_then_torch_home(tmp_path, monkeypatch):
+    """One search serves the perceptual loss's VGG and the metrics' backbones (utils/pretrained.py)."""
+    from basicsr_ext.losses.vgg_weights import find_vgg_weights
+    from basicsr_ext.metrics.backbones import find_backbone_weights
+    monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', tmp_path / 'project')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    for name, find in (('vgg19-dcbb9e9d.pth', lambda: find_vgg_weights('vgg19')),
+                       ('alexnet-owt-7be5be79.pth', lambda: find_backbone_weights('alexnet'))):
+        project, hub = tmp_path / 'project' / name, tmp_path / 'torch_home' / 'hub' / 'checkpoints' / name
+        assert pretrained.search_paths(name) == [str(project), str(hub)]
+        assert pretrained.first_existing(pretrained.search_paths(name)) is None
+        hub.parent.mkdir(parents=True, exist_ok=True)
+        hub.write_bytes(b'')
+        assert find() == str(hub)
+        project.parent.mkdir(parents=True, exist_ok=True)
+        project.write_bytes(b'')
+        assert find() == str(project)

@@ -16,7 +16,7 @@ from basicsr_ext.evaluation import report
 from basicsr_ext.evaluation.loop import evaluate
 from basicsr_ext.evaluation.models import BicubicModel
 from basicsr_ext.evaluation.options import load_test_options, validate_test_options
-from basicsr_ext.metrics import backbones
+from basicsr_ext.utils import pretrained
 from basicsr_ext.test import main as run_test_cli
 from basicsr_ext.utils.schema import OptionError
 from conftest import REPO
@@ -223,7 +223,7 @@ def test_improvement_is_positive_when_a_model_lowers_lpips(tmp_path, monkeypatch
     img = np.asarray(Image.open(tables['plots'][0]))
     assert img.ndim == 3 and img.shape[1] >= 700 and img.std() > 5
     # a missing backbone file is refused before anything runs, naming the file
-    monkeypatch.setattr(backbones, 'PRETRAINED_DIR', tmp_path / 'none')
+    monkeypatch.setattr(pretrained, 'PRETRAINED_DIR', tmp_path / 'none')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'none'))
     raw = yaml.safe_load((tmp_path / 'o.yml').read_text())
     raw['metrics'].pop('weights_dir')

@@ -21,19 +21,17 @@ import os
 import types
 
 import torch
-import torchvision
 from basicsr.archs import vgg_arch
 from basicsr.utils import get_root_logger
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
-from ..utils.paths import PROJECT_ROOT
+from ..utils.pretrained import first_existing, search_paths, torchvision_weights
 
 __all__ = ['RANDOM_VGG', 'VGG_TYPES', 'VGGWeightsNotFound', 'find_vgg_weights', 'local_vgg_weights', 'vgg_file',
            'vgg_search_paths']
 
 RANDOM_VGG = 'random'
-PRETRAINED_DIR = PROJECT_ROOT / 'experiments' / 'pretrained_models'
 _CONFIGS = {'vgg11': 'A', 'vgg13': 'B', 'vgg16': 'D', 'vgg19': 'E'}  # torchvision's cfgs keys
 VGG_TYPES = tuple(sorted(_CONFIGS)) + tuple(f'{name}_bn' for name in sorted(_CONFIGS))
 
@@ -42,41 +40,39 @@ class VGGWeightsNotFound(FileNotFoundError):
     """No local file holds the VGG weights the perceptual loss needs; the message says where to put one."""
 
 
-def _weights_entry(vgg_type):
+def _check_type(vgg_type):
     if vgg_type not in VGG_TYPES:
         raise ValueError(f"vgg_type '{vgg_type}' is not one of {list(VGG_TYPES)}")
-    return torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1
 
 
 def vgg_file(vgg_type='vgg19'):
     """torchvision's file name of the ImageNet weights of ``vgg_type``, e.g. ``vgg19-dcbb9e9d.pth``."""
-    return os.path.basename(_weights_entry(vgg_type).url)
+    _check_type(vgg_type)
+    return torchvision_weights(vgg_type)[0]
 
 
 def vgg_search_paths(vgg_type='vgg19'):
     """The default places of the weights file, in the order they are tried."""
-    name = vgg_file(vgg_type)
-    return [str(PRETRAINED_DIR / name), os.path.join(torch.hub.get_dir(), 'checkpoints', name)]
+    return search_paths(vgg_file(vgg_type))
 
 
 def find_vgg_weights(vgg_type='vgg19', path=None):
     """The weights file to use (or ``'random'``); raises :class:`VGGWeightsNotFound` when there is none."""
     if path == RANDOM_VGG:
         return RANDOM_VGG
-    entry = _weights_entry(vgg_type)
-    name = os.path.basename(entry.url)
-    where = (f"torchvision's ImageNet {vgg_type.upper()} weights ({entry.meta['_file_size']:.1f} MB, "
-             f'{entry.url})')
+    _check_type(vgg_type)
+    name, size, url = torchvision_weights(vgg_type)
+    where = f"torchvision's ImageNet {vgg_type.upper()} weights ({size}, {url})"
     if path is not None:
         path = os.path.expanduser(str(path))
         if not os.path.isfile(path):
             raise VGGWeightsNotFound(f"'{path}' does not exist: it should hold {where}. Nothing is downloaded at "
                                      'run time; put the file there or correct path.pretrained_vgg.')
         return path
-    candidates = vgg_search_paths(vgg_type)
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
+    candidates = search_paths(name)
+    found = first_existing(candidates)
+    if found is not None:
+        return found
     raise VGGWeightsNotFound(f'{name} not found: the perceptual loss needs {where}. Nothing is downloaded at run '
                              f'time: put {name} in {os.path.dirname(candidates[0])}/ or in '
                              f'{os.path.dirname(candidates[1])}/ ($TORCH_HOME/hub/checkpoints), or set '

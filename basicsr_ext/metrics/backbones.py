@@ -19,12 +19,11 @@ import os
 
 import numpy as np
 import torch
-import torchvision
 from basicsr.utils import img2tensor
 from basicsr.metrics.metric_util import reorder_image
 from torch import nn
 
-from ..utils.paths import PROJECT_ROOT
+from ..utils.pretrained import first_existing, search_paths, torchvision_weights
 
 __all__ = ['BACKBONE_FILES', 'RANDOM', 'BackboneWeightsNotFound', 'find_backbone_weights', 'load_features',
            'to_tensor_pair', 'cached', 'metric_device']
@@ -32,14 +31,8 @@ __all__ = ['BACKBONE_FILES', 'RANDOM', 'BackboneWeightsNotFound', 'find_backbone
 RANDOM = 'random'
 
 
-def _torchvision_file(arch):
-    entry = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
-    return os.path.basename(entry.url), f"{entry.meta['_file_size']:.1f} MB", entry.url
-
-
 # torchvision's ImageNet weights of the backbones: (file name, size, where it comes from)
-BACKBONE_FILES = {arch: _torchvision_file(arch) for arch in ('alexnet', 'vgg16')}
-PRETRAINED_DIR = PROJECT_ROOT / 'experiments' / 'pretrained_models'
+BACKBONE_FILES = {arch: torchvision_weights(arch) for arch in ('alexnet', 'vgg16')}
 logger = logging.getLogger('basicsr')
 _CACHE = {}
 
@@ -62,10 +55,10 @@ def find_backbone_weights(arch, weights=None, metric='LPIPS'):
             raise BackboneWeightsNotFound(f"{metric}: '{path}' does not exist: it should be {name}, {what}. Nothing is "
                                           'downloaded at run time; put the file there or correct the weights option.')
         return path
-    candidates = [str(PRETRAINED_DIR / name), os.path.join(torch.hub.get_dir(), 'checkpoints', name)]
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
+    candidates = search_paths(name)
+    found = first_existing(candidates)
+    if found is not None:
+        return found
     raise BackboneWeightsNotFound(
         f'{metric} needs {name} ({what}), found neither in {os.path.dirname(candidates[0])}/ nor in '
         f'{os.path.dirname(candidates[1])}/ ($TORCH_HOME/hub/checkpoints). Nothing is downloaded at run time: put '

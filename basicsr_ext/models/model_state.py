@@ -24,7 +24,7 @@ class ModelStateMixin:
         else ``params``) beside it as ``net_g_<iter>.safetensors``, with the network options and scale as metadata."""
         state = self.network_state()
         atomic_save(state, path)
-        if self.opt.get('logger', {}).get('save_safetensors'):
+        if self.options.logger.save_safetensors:
             key = 'params_ema' if 'params_ema' in state else 'params'
             atomic_save_safetensors(state[key], f'{os.path.splitext(path)[0]}.safetensors',
                                     safetensors_metadata(key, self.opt['network_g'], self.opt['scale']))

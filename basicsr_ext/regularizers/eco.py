@@ -97,18 +97,18 @@ class ECO(Regularizer):
 
     @classmethod
     def check_options(cls, opt, full_opt, where):
-        deg = full_opt.get('degradation')
+        deg = full_opt['degradation']
         if _degradation_queue_size(deg):
             raise OptionError(f'{where}: ECO cannot be used with degradation.queue_size > 0: the queue pairs an LR '
                               'with another iteration\'s degradation, which D cannot replay; set queue_size: 0')
-        if opt.get('cache_teacher') and deg:
+        if opt['cache_teacher'] and deg:
             raise OptionError(f'{where}.cache_teacher: the LR inputs are re-degraded every iteration, so teacher '
                               'outputs never repeat; set cache_teacher: false')
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
         self.schedule = opt['schedule']
-        self.schedule_iters = opt.get('schedule_iters') or total_iter
+        self.schedule_iters = opt['schedule_iters'] or total_iter
         self.cache = OrderedDict()
         self.teacher_forwards = 0
         # a plain attribute, outside the module tree (see the module docstring)
@@ -119,7 +119,7 @@ class ECO(Regularizer):
 
     # ------------------------------------------------------------------ teacher
     def build_teacher(self, device):
-        net_opt = self.opt.get('teacher_network') or self.network_opt
+        net_opt = self.opt['teacher_network'] or self.network_opt
         if net_opt is None:
             raise OptionError('train.regularizers: ECO needs teacher_network (or the network options of the student)')
         teacher = build_network(net_opt)
