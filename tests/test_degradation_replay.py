@@ -30,7 +30,7 @@ def test_redegrade_of_the_real_target_is_the_real_lq(gt_usm):
     else:
         assert torch.equal(lq, real['lq'])
     assert torch.equal(deg.state_dict()['generator'], after)  # the training stream is untouched
-    assert deg.opt['gt_usm'] is gt_usm
+    assert deg.opt.gt_usm is gt_usm
     mu = torch.rand(2, 3, 32, 32)
     out = deg.replay(batch, deg.state_dict(), mu, 5)  # any state works: a different draw, the same contract
     assert set(out) == {'lq', 'gt', 'gt_usm'} and out['lq'].shape == real['lq'].shape

@@ -529,7 +529,7 @@ def test_eco_replays_the_high_order_degradation(tmp_path, gt_usm):
     batch = {'gt': torch.rand(2, 3, 160, 160), 'kernel1': blur.expand(2, 21, 21),
              'kernel2': blur.expand(2, 21, 21), 'sinc_kernel': delta.expand(2, 21, 21)}
     check_replay(model, model.regularizers[0], batch, 5, exact=not gt_usm)
-    assert model.degradation.opt['gt_usm'] == gt_usm
+    assert model.degradation.opt.gt_usm == gt_usm
 
 
 def test_eco_rejects_a_training_pair_queue():

@@ -212,3 +212,31 @@ def test_the_train_loader_fills_absent_loader_keys_from_the_schema():
     assert loader.pin_memory is False and loader.persistent_workers is False
     with pytest.raises(OptionError, match=r'^batch_size_per_gpu: 0 is below the minimum 1'):
         build_train_loader(ds, {'batch_size_per_gpu': 0}, seed=0)
+
+
+def test_a_regularizer_holds_frozen_options_with_the_defaults():
+    from basicsr.archs.srresnet_arch import MSRResNet
+    from basicsr_ext.archs import get_sites
+    from basicsr_ext.regularizers import REGULARIZER_REGISTRY
+    from basicsr_ext.regularizers.adaptive_dropout import AdaptiveDropout
+    sites = get_sites(MSRResNet(num_feat=8, num_block=2, upscale=4))
+    dropout = REGULARIZER_REGISTRY.get('Dropout')({'p': 0.3}, sites, 100)
+    assert dropout.opt.p == 0.3 and dropout.opt.sites == ('last_conv_input', ) and dropout.opt.channel_wise is True
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dropout.opt.p = 0.5
+    ad = AdaptiveDropout({'type': 'AdaptiveDropout', 'interval': 'auto'}, sites, 1000)  # 'type' is not an option
+    assert ad.opt.final == AdaptiveDropout.OPTIONS['final'].default and ad.interval >= 1
+    with pytest.raises(OptionError, match=r"^Dropout\.pp: unknown key; did you mean 'p'\?"):
+        REGULARIZER_REGISTRY.get('Dropout')({'pp': 0.3}, sites, 100)
+
+
+def test_the_degradation_holds_frozen_options_that_pickle():
+    from basicsr_ext.data.degradation import HighOrderDegradation
+    from basicsr_ext.data.degradation.pipeline import DegradationOptions
+    deg = HighOrderDegradation({'gt_size': 64, 'debug_grid': {'every': 5}}, 4)
+    assert isinstance(deg.opt, DegradationOptions)
+    assert deg.opt.gt_size == 64 and deg.opt.resize_range == (0.15, 1.5) and deg.opt.queue_size == 0
+    assert deg.opt.debug_grid.every == 5 and deg.opt.debug_grid.num == 8
+    assert pickle.loads(pickle.dumps(deg.opt)) == deg.opt
+    with pytest.raises(OptionError, match=r"^degradation\.gt_sise: unknown key; did you mean 'gt_size'\?"):
+        HighOrderDegradation({'gt_sise': 64}, 4)

@@ -56,7 +56,7 @@ BUDGETS = {b.name: b for b in (
            total_iter={'SRResNet': 50000, 'RRDB': 20000, 'HAN_lite': 20000, 'SwinIR': 10000},
            checkpoint_every=5000, val_every=5000, print_freq=100),
     Budget('proxy', "the same recipe on 300 iterations, sized for the project's 2-core CPU (T1's three rows in "
-           'about 90 minutes, evaluation included)', total_iter={'*': 300}, checkpoint_every=100, val_every=0,
+           '75 minutes measured, evaluation included)', total_iter={'*': 300}, checkpoint_every=100, val_every=0,
            print_freq=10, datasets=('Set5', 'Set14'), workers=1, analysis_images=2),
     Budget('smoke', 'tiny networks, 4 iterations, one generated set × two degradations: for the test suite',
            total_iter={'*': 4}, checkpoint_every=2, val_every=0, print_freq=1, datasets=('skimage',),

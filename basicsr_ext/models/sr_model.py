@@ -124,7 +124,7 @@ class BlindSRModel(ValidationMixin, ModelStateMixin, SRModel):
                 data = self.prepare_batch(data)
             self.redegrade, self.degraded = data['redegrade'], data['degraded']
             # Real-ESRNet's L1 target is the sharpened GT when the GT is USM-sharpened before degrading
-            sharpened = self.degradation.opt['gt_usm']
+            sharpened = self.degradation.opt.gt_usm
             self.lq, self.gt = self.degraded['lq'], self.degraded['gt_usm' if sharpened else 'gt']
             self.degradation._maybe_write_grid(self.lq, self.gt, self.current_iter)  # debug_grid.every
         else:

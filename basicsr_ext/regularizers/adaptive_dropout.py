@@ -39,9 +39,9 @@ def _check_final_p(value, where):
         check_drop_probability(value, where)
 
 
-def annealed_site_count(num_sites, opt):
+def annealed_site_count(num_sites, final, anneal_last):
     """How many of the ``num_sites`` sites switch to w = 1 (all but the deepest when it keeps its dropout)."""
-    keeps_last = opt['final'] == 'standard' or not opt['anneal_last']
+    keeps_last = final == 'standard' or not anneal_last
     return max(0, num_sites - 1) if keeps_last else num_sites
 
 
@@ -101,24 +101,24 @@ class AdaptiveDropout(SiteTransformRegularizer):
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
-        self.p = opt['p']
-        self.anneal_last = opt['anneal_last']
-        self.standard_final = opt['final'] == 'standard'
-        self.final_p = self.p if opt['final_p'] is None else opt['final_p']
-        self.num_annealed = annealed_site_count(len(self.sites), opt)
-        self.interval = (auto_interval(total_iter, self.num_annealed, opt['anneal_end'])
-                         if opt['interval'] == 'auto' else opt['interval'])
+        self.p = self.opt.p
+        self.anneal_last = self.opt.anneal_last
+        self.standard_final = self.opt.final == 'standard'
+        self.final_p = self.p if self.opt.final_p is None else self.opt.final_p
+        self.num_annealed = annealed_site_count(len(self.sites), self.opt.final, self.opt.anneal_last)
+        self.interval = (auto_interval(total_iter, self.num_annealed, self.opt.anneal_end)
+                         if self.opt.interval == 'auto' else self.opt.interval)
         self.current_iter = 0
         blended = self.sites[:-1] if self.standard_final else self.sites
-        shapes = [(s.num_channels(), ) if opt['w_mode'] == 'vector' else () for s in blended]
-        if opt['implicit']:
-            logit = math.log(opt['w_init'] / (1 - opt['w_init']))
+        shapes = [(s.num_channels(), ) if self.opt.w_mode == 'vector' else () for s in blended]
+        if self.opt.implicit:
+            logit = math.log(self.opt.w_init / (1 - self.opt.w_init))
             self.w_logits = nn.ParameterList(nn.Parameter(torch.full(shape, logit)) for shape in shapes)
         else:
             self.w_logits = None
             # buffers only so that .to(device) moves them; they are not state (non-persistent)
             for i, shape in enumerate(shapes):
-                self.register_buffer(f'w_fixed_{i}', torch.full(shape, opt['w_init']), persistent=False)
+                self.register_buffer(f'w_fixed_{i}', torch.full(shape, self.opt.w_init), persistent=False)
 
     def on_iter_start(self, current_iter):
         self.current_iter = current_iter
@@ -162,5 +162,5 @@ class AdaptiveDropout(SiteTransformRegularizer):
 
     def extra_repr(self):
         final = f'standard (p={self.final_p})' if self.standard_final else 'adaptive'
-        return (f'p={self.p}, w_init={self.opt["w_init"]}, interval={self.interval}, final={final}, '
-                f'w_mode={self.opt["w_mode"]}, implicit={self.opt["implicit"]}, {super().extra_repr()}')
+        return (f'p={self.p}, w_init={self.opt.w_init}, interval={self.interval}, final={final}, '
+                f'w_mode={self.opt.w_mode}, implicit={self.opt.implicit}, {super().extra_repr()}')

@@ -30,6 +30,7 @@ from basicsr.utils.registry import Registry
 from torch import nn
 
 from ..utils.schema import Field, OptionError
+from ..utils.typed import as_plain, typed_options
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ class Regularizer(nn.Module):
 
     def __init__(self, opt: dict, sites, total_iter: int, network_opt: Optional[dict] = None):
         super().__init__()
-        self.opt = opt
+        # frozen and typed, defaults filled: subclasses read self.opt.p, never opt.get('p', default)
+        self.opt = typed_options({k: v for k, v in as_plain(opt).items() if k != 'type'}, self.OPTIONS,
+                                 f'{type(self).__name__}Options', type(self).__name__)
         self.total_iter = total_iter
         self.network_opt = network_opt  # network_g, for regularizers that build a network of the same kind
 

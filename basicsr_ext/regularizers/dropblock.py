@@ -25,8 +25,8 @@ class DropBlock(SiteTransformRegularizer):
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
-        self.drop_rate = opt['drop_rate']
-        self.block_size = opt['block_size']
+        self.drop_rate = self.opt.drop_rate
+        self.block_size = self.opt.block_size
 
     def block_mask(self, feat):
         """1 where the feature is dropped; shape of ``feat``."""

@@ -37,8 +37,8 @@ class DropConnect(Regularizer):
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
-        self.p = opt['p']
-        self.sites = resolve_sites(sites, opt['sites'])
+        self.p = self.opt.p
+        self.sites = resolve_sites(sites, self.opt.sites)
         self._saved_weights = {}
         self._handles = []
         for site in self.sites:

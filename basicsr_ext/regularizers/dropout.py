@@ -24,8 +24,8 @@ class Dropout(SiteTransformRegularizer):
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
-        self.p = opt['p']
-        self.channel_wise = opt['channel_wise']
+        self.p = self.opt.p
+        self.channel_wise = self.opt.channel_wise
 
     def transform(self, feat, site_index):
         if not self.channel_wise:

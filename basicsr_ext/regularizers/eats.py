@@ -262,14 +262,14 @@ class EATS(Regularizer):
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
-        layers = resolve_sites(sites, opt['layers'])
-        self.layers = layers[:max(1, math.ceil(opt['layer_ratio'] * len(layers)))]
+        layers = resolve_sites(sites, self.opt.layers)
+        self.layers = layers[:max(1, math.ceil(self.opt.layer_ratio * len(layers)))]
         self.channels = [site.num_channels() for site in self.layers]
-        self.num_pairs = opt['num_pairs']
-        self.num_filters = opt['num_filters']
-        self.loss_weight = opt['loss_weight']
-        self.reuse_prefix = opt['reuse_prefix']
-        self.awaken_fraction = opt['awaken_fraction']
+        self.num_pairs = self.opt.num_pairs
+        self.num_filters = self.opt.num_filters
+        self.loss_weight = self.opt.loss_weight
+        self.reuse_prefix = self.opt.reuse_prefix
+        self.awaken_fraction = self.opt.awaken_fraction
         self.seed = 0
         self.pairs = []
         self.tape = CallTape()

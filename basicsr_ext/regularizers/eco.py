@@ -32,6 +32,7 @@ from ..archs import build_network
 from ..archs.weights import load_weights, pick_param_key
 from ..utils.checkpoint import load_checkpoint
 from ..utils.schema import Field, OptionError
+from ..utils.typed import as_plain
 from .base import REGULARIZER_REGISTRY, Regularizer
 
 
@@ -107,8 +108,8 @@ class ECO(Regularizer):
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
-        self.schedule = opt['schedule']
-        self.schedule_iters = opt['schedule_iters'] or total_iter
+        self.schedule = self.opt.schedule
+        self.schedule_iters = self.opt.schedule_iters or total_iter
         self.cache = OrderedDict()
         self.teacher_forwards = 0
         # a plain attribute, outside the module tree (see the module docstring)
@@ -119,13 +120,13 @@ class ECO(Regularizer):
 
     # ------------------------------------------------------------------ teacher
     def build_teacher(self, device):
-        net_opt = self.opt['teacher_network'] or self.network_opt
+        net_opt = as_plain(self.opt.teacher_network) or self.network_opt
         if net_opt is None:
             raise OptionError('train.regularizers: ECO needs teacher_network (or the network options of the student)')
         teacher = build_network(net_opt)
-        path = self.opt['teacher_path']
+        path = self.opt.teacher_path
         ckpt = load_checkpoint(path)
-        wanted = self.opt['teacher_param_key']
+        wanted = self.opt.teacher_param_key
         fallback = 'params' if wanted != 'params' else 'params_ema'
         key = pick_param_key(ckpt, wanted, fallback)
         if key is None:
@@ -141,7 +142,7 @@ class ECO(Regularizer):
 
     def teacher_output(self, lq, batch):
         teacher = self.teacher if self.teacher is not None else self.build_teacher(lq.device)
-        keys = self._cache_keys(lq, batch) if self.opt['cache_teacher'] else None
+        keys = self._cache_keys(lq, batch) if self.opt.cache_teacher else None
         if keys is None:
             with torch.no_grad():
                 self.teacher_forwards += 1
@@ -153,7 +154,7 @@ class ECO(Regularizer):
                 fresh = teacher(lq[missing]).clamp_(0, 1)
             for i, out in zip(missing, fresh):
                 self.cache[keys[i]] = out.cpu()
-                while len(self.cache) > self.opt['cache_size']:
+                while len(self.cache) > self.opt.cache_size:
                     self.cache.popitem(last=False)
         return torch.stack([self.cache[k] for k in keys]).to(lq.device)
 
@@ -192,5 +193,5 @@ class ECO(Regularizer):
         return torch.lerp(lr_synthetic, lq, a), torch.lerp(mu, gt, a)
 
     def extra_repr(self):
-        return (f"teacher_path={self.opt['teacher_path']}, schedule={self.schedule}, "
-                f'schedule_iters={self.schedule_iters}, cache_teacher={self.opt["cache_teacher"]}')
+        return (f"teacher_path={self.opt.teacher_path}, schedule={self.schedule}, "
+                f'schedule_iters={self.schedule_iters}, cache_teacher={self.opt.cache_teacher}')

@@ -56,7 +56,7 @@ class SiteTransformRegularizer(Regularizer):
 
     def __init__(self, opt, sites, total_iter, network_opt=None):
         super().__init__(opt, sites, total_iter, network_opt)
-        self.sites = resolve_sites(sites, opt['sites'])
+        self.sites = resolve_sites(sites, self.opt.sites)
         self._handles = [site.register_transform(self._site_hook(i)) for i, site in enumerate(self.sites)]
 
     @classmethod

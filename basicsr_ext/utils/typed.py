@@ -17,6 +17,7 @@ reference, so its objects cross into spawned loader workers.
 import copy
 import dataclasses
 import keyword
+import sys
 from collections.abc import Mapping
 from typing import Any, Optional, Tuple, Union
 
@@ -97,9 +98,9 @@ def _class_name(key):
     return ''.join(part[:1].upper() + part[1:] for part in str(key).split('_')) + 'Options'
 
 
-def _annotation(key, spec):
+def _annotation(key, spec, module):
     if isinstance(spec, Section):
-        return Mapping[str, Any] if spec.open else options_class(spec.fields, _class_name(key))
+        return Mapping[str, Any] if spec.open else options_class(spec.fields, _class_name(key), module)
     types = spec.type if isinstance(spec.type, tuple) else (spec.type, )
     if any(t not in _SIMPLE for t in types):
         return Any
@@ -110,7 +111,8 @@ def _annotation(key, spec):
 def options_class(fields, name, module=__name__):
     """The frozen dataclass of a ``{key: Field | Section}`` schema (one class per schema and name).
 
-    ``module``: the module the class claims; bind it there under ``name`` so that pickle finds it.
+    ``module``: the module the class (and the classes of its nested sections) claims. Other than this one, the
+    classes are bound there by name, so that pickle finds them in any process that imports that module.
     """
     hit = _CLASSES.get((id(fields), name))
     if hit is not None:
@@ -118,10 +120,12 @@ def options_class(fields, name, module=__name__):
     for key in fields:
         if not str(key).isidentifier() or keyword.iskeyword(key):
             raise TypeError(f'{name}: option key {key!r} cannot be an attribute name')
-    cls = dataclasses.make_dataclass(name, [(key, _annotation(key, spec)) for key, spec in fields.items()],
+    cls = dataclasses.make_dataclass(name, [(key, _annotation(key, spec, module)) for key, spec in fields.items()],
                                      bases=(FrozenOptions, ), frozen=True,
                                      namespace={'__module__': module, '__doc__': f'{name}: typed, frozen options.'})
     _CLASSES[(id(fields), name)] = (fields, cls)
+    if module != __name__ and not hasattr(sys.modules[module], name):
+        setattr(sys.modules[module], name, cls)
     return cls
 
 

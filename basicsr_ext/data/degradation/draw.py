@@ -84,31 +84,31 @@ def _pick(choices, u):
 
 
 def sample_parameters(d, opt, lr_canvas_hw, lr_patch):
-    """The parameters of one sample's degradation from its draws ``d`` and the ``degradation`` options.
+    """The parameters of one sample's degradation from its draws ``d`` and the typed ``degradation`` options.
 
     ``lr_canvas_hw`` is the LR size of the canvas and ``lr_patch`` the LR patch size; ``top``/``left``
     are the patch origin on the LR canvas.
     """
-    o, modes = opt, opt['resize_modes']
+    o, modes = opt, opt.resize_modes
     nl_h, nl_w = lr_canvas_hw
     return {
-        's1': _scale_of(o['resize_prob'], o['resize_range'], d.resize1_kind, d.resize1_scale),
+        's1': _scale_of(o.resize_prob, o.resize_range, d.resize1_kind, d.resize1_scale),
         'mode1': _pick(modes, d.resize1_mode),
-        'gauss1': d.noise1_gaussian < o['gaussian_noise_prob'],
-        'sigma1': _lerp(o['noise_range'], d.noise1_sigma),
-        'poisson1': _lerp(o['poisson_scale_range'], d.noise1_poisson_scale),
-        'gray1': d.noise1_gray < o['gray_noise_prob'],
-        'q1': _lerp(o['jpeg_range'], d.jpeg1_quality),
-        'blur2': d.blur2_apply < o['second_blur_prob'],
-        's2': _scale_of(o['resize_prob2'], o['resize_range2'], d.resize2_kind, d.resize2_scale),
+        'gauss1': d.noise1_gaussian < o.gaussian_noise_prob,
+        'sigma1': _lerp(o.noise_range, d.noise1_sigma),
+        'poisson1': _lerp(o.poisson_scale_range, d.noise1_poisson_scale),
+        'gray1': d.noise1_gray < o.gray_noise_prob,
+        'q1': _lerp(o.jpeg_range, d.jpeg1_quality),
+        'blur2': d.blur2_apply < o.second_blur_prob,
+        's2': _scale_of(o.resize_prob2, o.resize_range2, d.resize2_kind, d.resize2_scale),
         'mode2': _pick(modes, d.resize2_mode),
-        'gauss2': d.noise2_gaussian < o['gaussian_noise_prob2'],
-        'sigma2': _lerp(o['noise_range2'], d.noise2_sigma),
-        'poisson2': _lerp(o['poisson_scale_range2'], d.noise2_poisson_scale),
-        'gray2': d.noise2_gray < o['gray_noise_prob2'],
+        'gauss2': d.noise2_gaussian < o.gaussian_noise_prob2,
+        'sigma2': _lerp(o.noise_range2, d.noise2_sigma),
+        'poisson2': _lerp(o.poisson_scale_range2, d.noise2_poisson_scale),
+        'gray2': d.noise2_gray < o.gray_noise_prob2,
         'sinc_first': d.final_sinc_first < 0.5,
         'mode3': _pick(modes, d.resize3_mode),
-        'q2': _lerp(o['jpeg_range2'], d.jpeg2_quality),
+        'q2': _lerp(o.jpeg_range2, d.jpeg2_quality),
         'top': min(int(d.crop_top * (nl_h - lr_patch + 1)), nl_h - lr_patch),
         'left': min(int(d.crop_left * (nl_w - lr_patch + 1)), nl_w - lr_patch),
     }

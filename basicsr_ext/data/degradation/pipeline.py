@@ -23,7 +23,8 @@ from torch.nn import functional as F
 
 from basicsr.utils import DiffJPEG
 
-from ...utils.schema import Field, OptionError, Section, validate
+from ...utils.schema import Field, OptionError, Section
+from ...utils.typed import as_plain, options_class, typed_options
 from .debug_grid import save_pair_grid
 from .draw import draw_batch, sample_parameters
 from .geometry import plan
@@ -62,7 +63,7 @@ class HighOrderDegradation:
     """Real-ESRGAN's second-order degradation as a callable on the training device.
 
     Args:
-        opt (dict): the ``degradation`` section (validated against :attr:`OPTIONS`; defaults filled in).
+        opt (dict): the ``degradation`` section, validated against :attr:`OPTIONS` and kept typed (``self.opt``).
         scale (int): SR scale; LR patches are ``gt_size // scale``.
         device (str | torch.device): where the batch is degraded (CPU or CUDA, same code).
 
@@ -113,15 +114,15 @@ class HighOrderDegradation:
     }
 
     def __init__(self, opt, scale, device='cpu'):
-        self.opt = validate(dict(opt or {}), self.OPTIONS, 'degradation')
+        self.opt = typed_options(as_plain(opt or {}), self.OPTIONS, 'DegradationOptions', 'degradation')
         self.scale = int(scale)
         self.device = torch.device(device)
-        if self.opt['gt_size'] % self.scale:
-            raise OptionError(f"degradation.gt_size: {self.opt['gt_size']} is not a multiple of scale {self.scale}")
+        if self.opt.gt_size % self.scale:
+            raise OptionError(f"degradation.gt_size: {self.opt.gt_size} is not a multiple of scale {self.scale}")
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(0)
         self.jpeger = DiffJPEG(differentiable=False).to(self.device)
-        self.usm_k1d = usm_kernel_1d(self.opt['usm_radius']).to(self.device)
+        self.usm_k1d = usm_kernel_1d(self.opt.usm_radius).to(self.device)
         self.usm_reach = 2 * (self.usm_k1d.numel() // 2)  # blur, then blur of the mask
         self.debug_dir = None
         self._warned_debug = False
@@ -146,15 +147,15 @@ class HighOrderDegradation:
     # ---------------------------------------------------------------------------------- sampling
     def sample_params(self, batch_size, canvas_hw):
         """Draw every random choice for a batch (one generator call): a list of per-sample dicts."""
-        draws = draw_batch(batch_size, self.generator, self.device, per_sample=self.opt['per_sample_params'])
+        draws = draw_batch(batch_size, self.generator, self.device, per_sample=self.opt.per_sample_params)
         lr_canvas = (canvas_hw[0] // self.scale, canvas_hw[1] // self.scale)
-        return [sample_parameters(d, self.opt, lr_canvas, self.opt['gt_size'] // self.scale) for d in draws]
+        return [sample_parameters(d, self.opt, lr_canvas, self.opt.gt_size // self.scale) for d in draws]
 
     # ---------------------------------------------------------------------------------- geometry
     def plan(self, prm, canvas_hw):
         """Per-axis stage sizes and windows for one sample (adds them to ``prm``; see :func:`.geometry.plan`)."""
-        return plan(prm, canvas_hw, self.scale, self.opt['gt_size'],
-                    self.opt['context'] if self.opt['crop_before_degrade'] else None)
+        return plan(prm, canvas_hw, self.scale, self.opt.gt_size,
+                    self.opt.context if self.opt.crop_before_degrade else None)
 
     # ----------------------------------------------------------------------------------- pipeline
     def _resize(self, xs, params, src, dst, stage):
@@ -222,7 +223,7 @@ class HighOrderDegradation:
         The LR is degraded from the USM-sharpened GT when the ``gt_usm`` option is on and ``sharpen`` is
         true; ``sharpen=False`` degrades the canvases as given (for canvases that are sharpened already).
         """
-        s, g = self.scale, self.opt['gt_size']
+        s, g = self.scale, self.opt.gt_size
         p = g // s
 
         def crop(x, win, ref):  # window `win` of a tensor that holds window `ref`
@@ -242,8 +243,8 @@ class HighOrderDegradation:
             crop(padded[i:i + 1], ((h0, h1 + 2 * e), (w0, w1 + 2 * e)), ((0, 0), (0, 0)))
             for i, ((h0, h1), (w0, w1)) in enumerate(win(prm, 'w0') for prm in params)
         ], 0)  # w0 +- e
-        usm = usm_sharpen_valid(region, self.usm_k1d, self.opt['usm_weight'], self.opt['usm_threshold'])
-        source = usm if self.opt['gt_usm'] and sharpen else region[..., 2 * ru:-2 * ru, 2 * ru:-2 * ru]  # w0 +- r1
+        usm = usm_sharpen_valid(region, self.usm_k1d, self.opt.usm_weight, self.opt.usm_threshold)
+        source = usm if self.opt.gt_usm and sharpen else region[..., 2 * ru:-2 * ru, 2 * ru:-2 * ru]  # w0 +- r1
         xs = list(_blur_valid(source, kernel1).split(1))
         full = ((0, gt.size(2)), (0, gt.size(3)))
         gt_patch, usm_patch = [], []
@@ -290,7 +291,7 @@ class HighOrderDegradation:
         """The degradation of ``batch``; ``sharpen`` as in :meth:`degrade`, ``write_grid`` for debug grids."""
         gt = batch['gt'].to(self.device, non_blocking=True).float()
         b, _, h, w = gt.shape
-        g = self.opt['gt_size']
+        g = self.opt.gt_size
         if h < g or w < g:
             raise ValueError(f'GT canvases are {h}x{w}, smaller than degradation.gt_size {g}')
         if h % self.scale or w % self.scale:
@@ -303,10 +304,10 @@ class HighOrderDegradation:
                              '(USM reach + first-kernel radius)')
         params = [self.plan(prm, (h, w)) for prm in self.sample_params(b, (h, w))]
         lq, gt_p, usm_p = self.degrade(gt, k1, k2, ks, params, sharpen)
-        if self.opt['queue_size']:
+        if self.opt.queue_size:
             lq, gt_p, usm_p = self._dequeue_and_enqueue(lq, gt_p, usm_p)
         if write_grid:
-            self._maybe_write_grid(lq, usm_p if self.opt['gt_usm'] and sharpen else gt_p, current_iter)
+            self._maybe_write_grid(lq, usm_p if self.opt.gt_usm and sharpen else gt_p, current_iter)
         return {'lq': lq.contiguous(), 'gt': gt_p.contiguous(), 'gt_usm': usm_p.contiguous()}
 
     # ------------------------------------------------------------------------------------ replay
@@ -324,13 +325,13 @@ class HighOrderDegradation:
         sharpened whole, the targets are pasted into it and the replay skips its own sharpening (the same
         values wherever they reach the LR patch, up to float rounding).
         """
-        if self.opt['queue_size']:
+        if self.opt.queue_size:
             raise ValueError('HighOrderDegradation.replay: with degradation.queue_size > 0 the LR of a batch '
                              "comes from another iteration's degradation, which cannot be replayed")
         canvas = batch['gt'].to(self.device, non_blocking=True).float()
-        sharpened = self.opt['gt_usm']
+        sharpened = self.opt.gt_usm
         if sharpened:
-            canvas = usm_sharpen(canvas, self.usm_k1d, self.opt['usm_weight'], self.opt['usm_threshold'])
+            canvas = usm_sharpen(canvas, self.usm_k1d, self.opt.usm_weight, self.opt.usm_threshold)
         size = targets.shape[-1]
         after = self.state_dict()
         try:
@@ -360,7 +361,7 @@ class HighOrderDegradation:
     def _dequeue_and_enqueue(self, lq, gt, gt_usm):
         """Real-ESRGAN's training-pair pool: fill it, then swap each batch with a random slice of it."""
         b = lq.size(0)
-        size = self.opt['queue_size']
+        size = self.opt.queue_size
         if size % b:
             raise ValueError(f'degradation.queue_size {size} is not a multiple of the batch size {b}')
         new = {'lq': lq, 'gt': gt, 'gt_usm': gt_usm}
@@ -382,7 +383,7 @@ class HighOrderDegradation:
         return lq, gt, gt_usm
 
     def _maybe_write_grid(self, lq, gt, current_iter):
-        every = self.opt['debug_grid']['every']
+        every = self.opt.debug_grid.every
         if not every or current_iter is None or current_iter % every:
             return
         if self.debug_dir is None:
@@ -391,5 +392,8 @@ class HighOrderDegradation:
                 self._warned_debug = True
             return
         save_pair_grid(lq, gt, os.path.join(self.debug_dir, f'degradation_{current_iter}.png'),
-                       self.opt['debug_grid']['num'])
+                       self.opt.debug_grid.num)
 
+
+# bound here by name so that a degradation's options pickle (e.g. into a spawned worker)
+DegradationOptions = options_class(HighOrderDegradation.OPTIONS, 'DegradationOptions', module=__name__)
