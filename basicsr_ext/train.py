@@ -11,7 +11,7 @@ from basicsr.utils import get_time_str, set_random_seed
 from basicsr.utils import logger as basicsr_logger
 
 from .config import OptionError, load_options, make_parser, resolve_num_gpu
-from .data import build_dataset, build_train_loader, build_val_loader, dataset_name, sample_seed
+from .data import build_dataset, build_train_loader, build_val_loader, dataset_name, loader_settings, sample_seed
 from .data.prefetch import Prefetcher
 from .failures import RunResources, describe_failure
 from .models import build_model
@@ -211,7 +211,8 @@ def _train(opt, args, run, progress_state):
 
     model = build_model(opt)
     # prefetch_mode cuda: copy and degrade each batch on a side stream while the previous step runs
-    batches = Prefetcher(model.device, model.prepare_batch) if train_opt.get('prefetch_mode') == 'cuda' else iter
+    prefetch = loader_settings(train_opt).prefetch_mode == 'cuda'
+    batches = Prefetcher(model.device, model.prepare_batch) if prefetch else iter
     start_iter, epoch, position = 0, 0, 0
     if resume_path:
         state = load_checkpoint(resume_path)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from basicsr_ext.config import yaml_load
+from basicsr_ext.evaluation import paper_tables
 from basicsr_ext.evaluation import reproduction_launch as launch
 from basicsr_ext.evaluation.order_agreement import format_agreement, order_agreement
 from basicsr_ext.evaluation.reproduction import make_plan, write_options
@@ -14,7 +15,7 @@ from basicsr_ext.evaluation.reproduction_budgets import apply_budget, get_budget
 from basicsr_ext.evaluation.reproduction_tables import find_table
 from basicsr_ext.train import train_pipeline
 from basicsr_ext.utils.schema import OptionError
-from conftest import load_script
+from conftest import REPO, load_script
 
 SMOKE = ['--table', 'T1', '--rows', 'Original,EATS', '--budget', 'smoke', '--no_progress']
 
@@ -45,6 +46,35 @@ def test_order_agreement_on_a_hand_worked_table():
     assert '- A > B in 2/4 cells (paper 3/4); same sign in 1/4; 1 cell(s) tied in the paper, left out' in lines
     assert '- A > C in 3/4 cells (paper 3/4); same sign in 2/4' in lines
     assert order_agreement(ours, {}, None)['fraction'] is None
+
+
+def test_the_documented_t1_proxy_agreement_follows_from_the_committed_table():
+    """docs/reproduce.md quotes the measured T1 proxy run. Its order agreement, recounted here from the
+    committed table.csv and the shipped paper numbers, is what the page and the copied report say."""
+    folder = REPO / 'docs' / 'reproduce' / 'T1_proxy'
+    rows = ['Original', 'Dropout', 'EATS']
+    degs = paper_tables.DEGRADATION_COLUMNS
+    ours = {}
+    for r in _csv(folder / 'table.csv'):
+        if r['model'] in rows and r['metric'] == 'psnr':
+            ours.setdefault(r['model'], {}).update({(r['dataset'], d): float(r[d]) for d in degs})
+    paper = {m: {(ds, d): paper_tables.value('T1', ds, m, d) for ds in ('Set5', 'Set14') for d in degs}
+             for m in rows}
+    lines = format_agreement(order_agreement(ours, paper, rows=rows))
+    assert lines[0] == "Our differences have the paper's sign in **37/48** cell pairs (77 %)."
+    assert lines[2:] == ['- Dropout > Original in 16/16 cells (paper 16/16); same sign in 16/16',
+                         '- EATS > Original in 11/16 cells (paper 16/16); same sign in 11/16',
+                         '- EATS > Dropout in 10/16 cells (paper 16/16); same sign in 10/16']
+    summary = (folder / 'summary.md').read_text(encoding='utf-8')
+    assert all(line in summary for line in lines if line)
+    page = (REPO / 'docs' / 'reproduce.md').read_text(encoding='utf-8')
+    for claim in ('**37 of 48**', '**Dropout > Original in 16/16 cells (paper 16/16).**',
+                  '**EATS > Original in 11/16 cells (paper 16/16).**',
+                  '**EATS > Dropout in 10/16 cells (paper 16/16).**'):
+        assert claim in page
+    # the cells where EATS loses to Original, as the page lists them
+    lost = sorted(c for c in ours['EATS'] if ours['EATS'][c] < ours['Original'][c])
+    assert lost == [('Set14', 'b+n'), ('Set14', 'b+n+j'), ('Set14', 'n+j'), ('Set5', 'b+n'), ('Set5', 'b+n+j')]
 
 
 # ---------------------------------------------------------------- planning

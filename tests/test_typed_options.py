@@ -240,3 +240,12 @@ def test_the_degradation_holds_frozen_options_that_pickle():
     assert pickle.loads(pickle.dumps(deg.opt)) == deg.opt
     with pytest.raises(OptionError, match=r"^degradation\.gt_sise: unknown key; did you mean 'gt_size'\?"):
         HighOrderDegradation({'gt_sise': 64}, 4)
+
+
+def test_loader_settings_type_a_sections_loader_keys_only():
+    from basicsr_ext.data import loader_settings
+    settings = loader_settings({'type': 'PairedImageDataset', 'dataroot_gt': 'x', 'prefetch_mode': 'cuda'})
+    assert settings.prefetch_mode == 'cuda' and settings.batch_size_per_gpu == 16 and settings.pin_memory is None
+    assert loader_settings({}).prefetch_mode is None
+    with pytest.raises(OptionError, match=r"^prefetch_mode: 'gpu' is not one of \[None, 'cpu', 'cuda'\]"):
+        loader_settings({'prefetch_mode': 'gpu'})

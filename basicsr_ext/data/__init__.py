@@ -114,7 +114,7 @@ def build_dataset(dataset_opt):
 
 LOADER_OPTIONS = {key: spec for key, spec in loader_options('').items()
                   if key in ('batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio', 'pin_memory',
-                             'persistent_workers')}
+                             'persistent_workers', 'prefetch_mode')}
 
 
 def dataset_name(dataset):
@@ -123,11 +123,16 @@ def dataset_name(dataset):
     return opt['name'] if isinstance(opt, dict) else opt.name
 
 
+def loader_settings(dataset_opt):
+    """The loader keys (:data:`LOADER_OPTIONS`) of a training dataset section, typed; absent ones take their
+    schema defaults (a basicsr dataset's section need not state them all)."""
+    return typed_options({k: v for k, v in as_plain(dataset_opt).items() if k in LOADER_OPTIONS}, LOADER_OPTIONS,
+                         'LoaderOptions')
+
+
 def build_train_loader(dataset, dataset_opt, seed, world_size=1, rank=0):
-    """The resumable training loader; ``dataset_opt``'s loader keys (:data:`LOADER_OPTIONS`) take their
-    schema defaults when absent (a basicsr dataset's section need not state them all)."""
-    opt = typed_options({k: v for k, v in as_plain(dataset_opt).items() if k in LOADER_OPTIONS}, LOADER_OPTIONS,
-                        'LoaderOptions')
+    """The resumable training loader, configured by :func:`loader_settings` of ``dataset_opt``."""
+    opt = loader_settings(dataset_opt)
     batch = opt.batch_size_per_gpu
     sampler = ResumableSampler(
         len(dataset), seed=seed, num_replicas=world_size, rank=rank, ratio=opt.dataset_enlarge_ratio,
@@ -169,5 +174,5 @@ def build_val_loader(dataset, world_size=1, rank=0):
 
 __all__ = [
     'DEGRADATION_TYPES', 'ResumableSampler', 'SeededDataset', 'build_dataset', 'build_degradation',
-    'build_train_loader', 'build_val_loader', 'dataset_name', 'sample_seed'
+    'build_train_loader', 'build_val_loader', 'dataset_name', 'loader_settings', 'sample_seed'
 ]
