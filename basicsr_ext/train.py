@@ -10,7 +10,7 @@ import torch
 from basicsr.utils import get_time_str, set_random_seed
 from basicsr.utils import logger as basicsr_logger
 
-from .config import OptionError, load_options, make_parser, resolve_num_gpu
+from .config import OptionError, load_options, make_parser, resolve_num_gpu, typed_training_options
 from .data import build_dataset, build_train_loader, build_val_loader, dataset_name, loader_settings, sample_seed
 from .data.prefetch import Prefetcher
 from .failures import RunResources, describe_failure
@@ -224,9 +224,10 @@ def _train(opt, args, run, progress_state):
         logger.info(f'Resumed from {resume_path} (iteration {start_iter:,d}, epoch {epoch}).')
 
     progress = ProgressLogger(opt, start_iter, logger, tb_logger)
-    curves = TrainingCurves(opt, start_iter if resume_path else None, logger)
+    options = typed_training_options(opt)  # rank, paths and defaults as attributes
+    curves = TrainingCurves(options, start_iter if resume_path else None, logger)
     run.closers.insert(0, lambda: (curves.plot(final=True), curves.close()))
-    wandb_run = WandbRun(opt, state.get('wandb_run_id') if resume_path else None, logger)  # logger.wandb
+    wandb_run = WandbRun(options, state.get('wandb_run_id') if resume_path else None, logger)  # logger.wandb
     run.closers.append(wandb_run.abort)  # marks a run that ends early as failed; a finish() before wins
     opt['wandb_run_id'] = wandb_run.id
     stop = run.stop = dist_util.StopRequest()

@@ -4,6 +4,7 @@ import logging
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import pytest
@@ -234,8 +235,10 @@ def test_plotting_failure_warns_once_and_training_goes_on(tmp_path, monkeypatch)
 
 
 def _curves_opt(root, rank=0, plot=True):
-    return {'name': 'run', 'rank': rank, 'path': {'experiments_root': str(root)},
-            'logger': {'plot_curves': plot}, 'val': {'metrics': {'lpips': {'better': 'lower'}}}}
+    """What TrainingCurves reads of the typed training options."""
+    return SimpleNamespace(name='run', rank=rank, path=SimpleNamespace(experiments_root=str(root)),
+                           logger=SimpleNamespace(plot_curves=plot),
+                           val=SimpleNamespace(metrics={'lpips': SimpleNamespace(better='lower')}))
 
 
 def test_training_curves_rank0_only_and_redraws_within_the_time_share(tmp_path, monkeypatch):

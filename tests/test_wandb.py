@@ -1,4 +1,5 @@
 """logger.wandb: offline runs write their files, a resumed training run continues the same wandb run."""
+import dataclasses
 import importlib.util
 import json
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from basicsr_ext.config import OptionError, validate_options
+from basicsr_ext.config import OptionError, typed_training_options, validate_options
 from basicsr_ext.train import train_pipeline
 from basicsr_ext.utils.checkpoint import load_checkpoint
 from basicsr_ext.utils.wandb_run import WandbRun
@@ -117,14 +118,19 @@ def test_a_failed_run_still_finishes_its_wandb_run_and_resume_id_names_the_run(t
     assert loss_1 in _contents(run_file, loss_1)
 
 
+def _typed(exp, rank=0, **wandb_opt):
+    """The typed options train.py hands WandbRun, for rank ``rank``."""
+    return dataclasses.replace(typed_training_options(validate_options(_options(exp, 2, **wandb_opt))), rank=rank)
+
+
 def test_without_a_project_nothing_is_logged(tmp_path, offline):
-    run = WandbRun({'name': 'x', 'rank': 0, 'logger': {'wandb': {'project': None}}, 'path': {}})
+    run = WandbRun(_typed(tmp_path, project=None))
     run.log_train(1, 0, [1e-3], {'l_pix': 0.1}, 1.0)
     run.log_validation(1, {'val': {'psnr': 20.0}})
     run.finish()
     assert not run.active and run.id is None and not offline.exists()
     # nor on ranks other than 0
-    assert not WandbRun({'name': 'x', 'rank': 1, 'logger': {'wandb': {'project': 'p'}}, 'path': {}}).active
+    assert not WandbRun(_typed(tmp_path, rank=1, project='p')).active
 
 
 def test_options(monkeypatch):
@@ -146,7 +152,7 @@ def test_a_run_that_cannot_start_says_how_to_log_in_or_go_offline(tmp_path, monk
         raise wandb.errors.UsageError('api_key not configured (no-tty)')
 
     monkeypatch.setattr(wandb, 'init', refuse)
-    opt = {'name': 'x', 'rank': 0, 'logger': {'wandb': {'project': 'p'}}, 'path': {'experiments_root': str(tmp_path)}}
+    opt = _typed(tmp_path, project='p')
     with pytest.raises(RuntimeError, match=r"^logger\.wandb: wandb could not start run abc in project 'p' \(UsageError: "
                        r'api_key not configured \(no-tty\)\)\. Log in with `wandb login` \(or set WANDB_API_KEY\), or '
                        r'set WANDB_MODE=offline to write the run to disk and `wandb sync` it later\.$'):

@@ -19,15 +19,18 @@ class TrainingCurves:
     stops training; the history keeps being written.
     """
 
-    def __init__(self, opt, resume_iter, logger):
-        self.active = opt.get('rank', 0) == 0
+    def __init__(self, options, resume_iter, logger):
+        """``options``: the typed training options (``config.typed_training_options``; the model's
+        ``options``); read are ``rank``, ``name``, ``logger.plot_curves``, ``path.experiments_root`` and each
+        validation metric's ``better``."""
+        self.active = options.rank == 0
         self.logger = logger
-        self.title = opt['name']
-        self.plot_enabled = opt['logger'].get('plot_curves', True)
-        root = opt['path']['experiments_root']
+        self.title = options.name
+        self.plot_enabled = options.logger.plot_curves
+        root = options.path.experiments_root
         self.png = os.path.join(root, CURVES_FILE)
-        self.better = {m: (mopt or {}).get('better', 'higher')
-                       for m, mopt in ((opt.get('val') or {}).get('metrics') or {}).items()}
+        metrics = options.val.metrics if options.val is not None else {}
+        self.better = {m: metric.better for m, metric in metrics.items()}
         self._plotted = 0
         self._next_plot = 0.0
         self._warned = False

@@ -20,7 +20,8 @@ class WandbRun:
     """One training run's wandb run, or a no-op when wandb logging is off.
 
     Args:
-        opt: the validated training options (``logger.wandb``, ``name``, ``rank``, ``path``).
+        options: the typed training options (``config.typed_training_options``; the model's ``options``):
+            ``logger.wandb``, ``name``, ``rank``, ``path.experiments_root``; all of them go to wandb's config.
         stored_id: the run id of the .state file this run resumes from, if any.
         logger: where to say which run is logged to.
 
@@ -29,26 +30,26 @@ class WandbRun:
             the message says how to log in or to log offline.
     """
 
-    def __init__(self, opt, stored_id=None, logger=None):
+    def __init__(self, options, stored_id=None, logger=None):
         self._run = None
         self.id = None
-        cfg = (opt.get('logger') or {}).get('wandb') or {}
-        if not cfg.get('project') or opt.get('rank', 0) != 0:
+        cfg = options.logger.wandb
+        if not cfg.project or options.rank != 0:
             return
         # wandb is a large optional package (the wandb extra) that starts a service process: only runs
         # that log to it import it
         import wandb
-        run_id = cfg.get('resume_id') or stored_id  # None: wandb makes a new id
+        run_id = cfg.resume_id or stored_id  # None: wandb makes a new id
         # the run's files go to WANDB_DIR, else the experiment folder (read here: wandb keeps the first value it
         # saw in a process)
-        folder = os.environ.get('WANDB_DIR') or opt['path']['experiments_root']
+        folder = os.environ.get('WANDB_DIR') or options.path.experiments_root
         try:
-            self._run = wandb.init(project=cfg['project'], entity=cfg.get('entity'),
-                                   name=cfg.get('name') or opt['name'], tags=list(cfg.get('tags') or []) or None,
-                                   id=run_id, resume='allow', config=_plain(opt), dir=folder)
+            self._run = wandb.init(project=cfg.project, entity=cfg.entity, name=cfg.name or options.name,
+                                   tags=list(cfg.tags) or None, id=run_id, resume='allow',
+                                   config=_plain(options.as_dict()), dir=folder)
         except Exception as err:  # wandb's errors differ by cause and version; the message names the fix
             which = f'run {run_id}' if run_id else 'a run'
-            raise RuntimeError(f"logger.wandb: wandb could not start {which} in project {cfg['project']!r} "
+            raise RuntimeError(f"logger.wandb: wandb could not start {which} in project {cfg.project!r} "
                                f'({type(err).__name__}: {err}). Log in with `wandb login` (or set WANDB_API_KEY), '
                                'or set WANDB_MODE=offline to write the run to disk and `wandb sync` it later.') from err
         self.id = self._run.id
@@ -56,7 +57,7 @@ class WandbRun:
         self._run.define_metric('*', step_metric='iteration')
         if logger is not None:
             where = self._run.url or os.path.dirname(self._run.dir)
-            why = ' (logger.wandb.resume_id)' if cfg.get('resume_id') else ' (resumed)' if stored_id else ''
+            why = ' (logger.wandb.resume_id)' if cfg.resume_id else ' (resumed)' if stored_id else ''
             logger.info(f'wandb run {self.id}{why}: {where}')
 
     @property
