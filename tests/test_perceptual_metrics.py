@@ -185,3 +185,10 @@ def test_weight_files_are_looked_for_in_the_project_first_then_torch_home(tmp_pa
         project.parent.mkdir(parents=True, exist_ok=True)
         project.write_bytes(b'')
         assert find() == str(project)
+    # a folder named in the options stands for the file inside it, for both
+    folder = tmp_path / 'weights'
+    folder.mkdir()
+    (folder / 'vgg19-dcbb9e9d.pth').write_bytes(b'')
+    assert find_vgg_weights('vgg19', folder) == str(folder / 'vgg19-dcbb9e9d.pth')
+    with pytest.raises(FileNotFoundError, match=r"'.*alexnet-owt-7be5be79\.pth' does not exist"):
+        find_backbone_weights('alexnet', folder)

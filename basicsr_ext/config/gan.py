@@ -44,9 +44,9 @@ GAN_PATH_FIELDS = {
 }
 VGG_PATH_FIELD = {
     'pretrained_vgg': Field(str, None, doc="VGG weights of train.perceptual_opt (torchvision's state dict, e.g. "
-                            'vgg19-dcbb9e9d.pth); default: experiments/pretrained_models/<file>, then '
-                            "$TORCH_HOME/hub/checkpoints/<file>; never downloaded. 'random': random VGG, for "
-                            'tests of the wiring only'),
+                            'vgg19-dcbb9e9d.pth, or a folder holding it); default: '
+                            'experiments/pretrained_models/<file>, then $TORCH_HOME/hub/checkpoints/<file>; never '
+                            "downloaded. 'random': random VGG, for tests of the wiring only"),
 }
 GAN_TRAIN_FIELDS = {
     'optim_d': Field(dict, None, doc=f'optimizer of net_d ({_GAN_MODEL}), as optim_g; train.scheduler applies to '

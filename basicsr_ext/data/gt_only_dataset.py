@@ -156,30 +156,25 @@ def _pair(lo, hi, doc):
     return Field(list, [lo, hi], item=Field(float), doc=doc)
 
 
+def _blur_options(suffix, sigma_hi, which):
+    """The options of Real-ESRGAN's first (``suffix`` '') or second ('2') blur."""
+    return {
+        f'blur_kernel_size{suffix}': Field(int, 21, check=_check_kernel_size,
+                                           doc=f'largest {which}-blur kernel; sizes are drawn from 7, 9, ..., this'),
+        f'kernel_list{suffix}': Field(list, list(KERNEL_TYPES), item=Field(str, choices=KERNEL_TYPES),
+                                      doc=f'{which}-blur kernel types'),
+        f'kernel_prob{suffix}': Field(list, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], item=Field(float, min=0),
+                                      check=_check_kernel_probs, doc=f'probability of each kernel_list{suffix} entry'),
+        f'blur_sigma{suffix}': _pair(0.2, sigma_hi, f'{which}-blur sigma range'),
+        f'betag_range{suffix}': _pair(0.5, 4, f'generalized Gaussian beta range ({which} blur)'),
+        f'betap_range{suffix}': _pair(1, 2, f'plateau beta range ({which} blur)'),
+        f'sinc_prob{suffix}': Field(float, 0.1, min=0, max=1, doc=f'P({which} blur is a sinc filter)'),
+    }
+
+
 KERNEL_OPTIONS = {
-    # first blur
-    'blur_kernel_size': Field(int, 21, check=_check_kernel_size,
-                              doc='largest first-blur kernel; sizes are drawn from 7, 9, ..., this'),
-    'kernel_list': Field(list, list(KERNEL_TYPES), item=Field(str, choices=KERNEL_TYPES),
-                         doc='first-blur kernel types'),
-    'kernel_prob': Field(list, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], item=Field(float, min=0),
-                         check=_check_kernel_probs, doc='probability of each kernel_list entry'),
-    'blur_sigma': _pair(0.2, 3, 'first-blur sigma range'),
-    'betag_range': _pair(0.5, 4, 'generalized Gaussian beta range (first blur)'),
-    'betap_range': _pair(1, 2, 'plateau beta range (first blur)'),
-    'sinc_prob': Field(float, 0.1, min=0, max=1, doc='P(first blur is a sinc filter)'),
-    # second blur
-    'blur_kernel_size2': Field(int, 21, check=_check_kernel_size,
-                               doc='largest second-blur kernel; sizes are drawn from 7, 9, ..., this'),
-    'kernel_list2': Field(list, list(KERNEL_TYPES), item=Field(str, choices=KERNEL_TYPES),
-                          doc='second-blur kernel types'),
-    'kernel_prob2': Field(list, [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], item=Field(float, min=0),
-                          check=_check_kernel_probs, doc='probability of each kernel_list2 entry'),
-    'blur_sigma2': _pair(0.2, 1.5, 'second-blur sigma range'),
-    'betag_range2': _pair(0.5, 4, 'generalized Gaussian beta range (second blur)'),
-    'betap_range2': _pair(1, 2, 'plateau beta range (second blur)'),
-    'sinc_prob2': Field(float, 0.1, min=0, max=1, doc='P(second blur is a sinc filter)'),
-    # final sinc
+    **_blur_options('', 3, 'first'),
+    **_blur_options('2', 1.5, 'second'),
     'final_sinc_prob': Field(float, 0.8, min=0, max=1, doc='P(final sinc filter), else a 21x21 identity pulse'),
 }
 # bound here by name so that typed options pickle into spawned loader workers

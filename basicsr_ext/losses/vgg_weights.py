@@ -4,8 +4,8 @@ basicsr's ``VGGFeatureExtractor`` loads ``experiments/pretrained_models/vgg19-dc
 current directory and otherwise calls torchvision's ``vgg19(pretrained=True)``, which downloads 548 MB. Here
 the weights come from, in this order:
 
-1. ``path.pretrained_vgg`` of the options (a torchvision VGG state dict), or ``random`` (random
-   initialisation: for wiring tests only, the perceptual loss is then meaningless);
+1. ``path.pretrained_vgg`` of the options (a torchvision VGG state dict, or a folder holding ``<file>``), or
+   ``random`` (random initialisation: for wiring tests only, the perceptual loss is then meaningless);
 2. ``<project>/experiments/pretrained_models/<file>`` (where BasicSR users keep them);
 3. ``$TORCH_HOME/hub/checkpoints/<file>`` (torch.hub's cache, ``~/.cache/torch/hub/checkpoints`` by default),
 
@@ -26,7 +26,7 @@ from basicsr.utils import get_root_logger
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
-from ..utils.pretrained import first_existing, search_paths, torchvision_weights
+from ..utils.pretrained import locate, search_paths, torchvision_weights
 
 __all__ = ['RANDOM_VGG', 'VGG_TYPES', 'VGGWeightsNotFound', 'find_vgg_weights', 'local_vgg_weights', 'vgg_file',
            'vgg_search_paths']
@@ -63,20 +63,15 @@ def find_vgg_weights(vgg_type='vgg19', path=None):
     _check_type(vgg_type)
     name, size, url = torchvision_weights(vgg_type)
     where = f"torchvision's ImageNet {vgg_type.upper()} weights ({size}, {url})"
-    if path is not None:
-        path = os.path.expanduser(str(path))
-        if not os.path.isfile(path):
-            raise VGGWeightsNotFound(f"'{path}' does not exist: it should hold {where}. Nothing is downloaded at "
-                                     'run time; put the file there or correct path.pretrained_vgg.')
-        return path
-    candidates = search_paths(name)
-    found = first_existing(candidates)
-    if found is not None:
-        return found
-    raise VGGWeightsNotFound(f'{name} not found: the perceptual loss needs {where}. Nothing is downloaded at run '
-                             f'time: put {name} in {os.path.dirname(candidates[0])}/ or in '
-                             f'{os.path.dirname(candidates[1])}/ ($TORCH_HOME/hub/checkpoints), or set '
-                             'path.pretrained_vgg to its location (experiments/pretrained_models/README.md).')
+    return locate(
+        name, path,
+        lambda given: VGGWeightsNotFound(
+            f"'{given}' does not exist: it should hold {where}. Nothing is downloaded at run time; put the file "
+            'there or correct path.pretrained_vgg.'),
+        lambda candidates: VGGWeightsNotFound(
+            f'{name} not found: the perceptual loss needs {where}. Nothing is downloaded at run time: put {name} in '
+            f'{os.path.dirname(candidates[0])}/ or in {os.path.dirname(candidates[1])}/ ($TORCH_HOME/hub/checkpoints), '
+            'or set path.pretrained_vgg to its location (experiments/pretrained_models/README.md).'))
 
 
 class _VGGFeatures(nn.Module):

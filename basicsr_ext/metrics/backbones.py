@@ -23,7 +23,7 @@ from basicsr.utils import img2tensor
 from basicsr.metrics.metric_util import reorder_image
 from torch import nn
 
-from ..utils.pretrained import first_existing, search_paths, torchvision_weights
+from ..utils.pretrained import locate, torchvision_weights
 
 __all__ = ['BACKBONE_FILES', 'RANDOM', 'BackboneWeightsNotFound', 'find_backbone_weights', 'load_features',
            'to_tensor_pair', 'cached', 'metric_device']
@@ -47,22 +47,15 @@ def find_backbone_weights(arch, weights=None, metric='LPIPS'):
         return RANDOM
     name, size, url = BACKBONE_FILES[arch]
     what = f"torchvision's ImageNet {arch} weights ({size}, {url})"
-    if weights is not None:
-        path = os.path.expanduser(str(weights))
-        if os.path.isdir(path):
-            path = os.path.join(path, name)
-        if not os.path.isfile(path):
-            raise BackboneWeightsNotFound(f"{metric}: '{path}' does not exist: it should be {name}, {what}. Nothing is "
-                                          'downloaded at run time; put the file there or correct the weights option.')
-        return path
-    candidates = search_paths(name)
-    found = first_existing(candidates)
-    if found is not None:
-        return found
-    raise BackboneWeightsNotFound(
-        f'{metric} needs {name} ({what}), found neither in {os.path.dirname(candidates[0])}/ nor in '
-        f'{os.path.dirname(candidates[1])}/ ($TORCH_HOME/hub/checkpoints). Nothing is downloaded at run time: put '
-        f'{name} in one of them, or name its file or folder in the weights option.')
+    return locate(
+        name, weights,
+        lambda path: BackboneWeightsNotFound(
+            f"{metric}: '{path}' does not exist: it should be {name}, {what}. Nothing is downloaded at run time; "
+            'put the file there or correct the weights option.'),
+        lambda candidates: BackboneWeightsNotFound(
+            f'{metric} needs {name} ({what}), found neither in {os.path.dirname(candidates[0])}/ nor in '
+            f'{os.path.dirname(candidates[1])}/ ($TORCH_HOME/hub/checkpoints). Nothing is downloaded at run time: '
+            f'put {name} in one of them, or name its file or folder in the weights option.'))
 
 
 def load_features(stages, arch, source, metric):

@@ -11,7 +11,7 @@ import torchvision
 
 from .paths import PROJECT_ROOT
 
-__all__ = ['PRETRAINED_DIR', 'first_existing', 'search_paths', 'torchvision_weights']
+__all__ = ['PRETRAINED_DIR', 'first_existing', 'locate', 'search_paths', 'torchvision_weights']
 
 PRETRAINED_DIR = PROJECT_ROOT / 'experiments' / 'pretrained_models'
 
@@ -30,3 +30,24 @@ def search_paths(name):
 def first_existing(paths):
     """The first of ``paths`` that is a file, or None."""
     return next((p for p in paths if os.path.isfile(p)), None)
+
+
+def locate(name, given, missing_given, missing_default):
+    """The weights file ``name``: ``given`` when it is set (a folder stands for the file ``name`` inside it),
+    else the first of :func:`search_paths` that exists.
+
+    ``missing_given(path)`` and ``missing_default(candidates)`` build the exception raised when there is none;
+    each caller words it for its own option.
+    """
+    if given is not None:
+        path = os.path.expanduser(str(given))
+        if os.path.isdir(path):
+            path = os.path.join(path, name)
+        if not os.path.isfile(path):
+            raise missing_given(path)
+        return path
+    candidates = search_paths(name)
+    found = first_existing(candidates)
+    if found is None:
+        raise missing_default(candidates)
+    return found
